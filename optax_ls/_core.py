@@ -1,0 +1,285 @@
+"""The in-call search core shared by SLS, Adam+SLS, SaLSa and metric SLS.
+
+A search inside one ``update`` call evaluates the mini-batch objective at a
+sequence of trial step sizes ``eta_0, eta_1, ...`` along a fixed direction,
+inside a single :func:`jax.lax.while_loop`. What differs between the methods
+is only the rule that looks at a trial and decides whether to accept it and,
+if not, which step size to try next. That rule is passed in as ``step_rule``;
+the loop, its bounds and its bookkeeping live here, written once.
+
+The module also holds the small helpers every method needs: routing the extra
+keyword arguments of ``update`` to ``value_fn``, the clear error for a missing
+``value_fn``, masked scaling of a direction (so that a skipped step is an exact
+zero even when the direction holds NaN) and hyperparameter validation that
+works with :func:`optax.inject_hyperparams`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+# (step_size, trial_value) -> (accept, next_step_size, sufficient_decrease)
+StepRule = Callable[[Array, Array], tuple[Array, Array, Array]]
+
+
+class SearchResult(NamedTuple):
+  """Outcome of :func:`backtracking_search`.
+
+  Attributes:
+    step_size: the accepted step size if ``accepted``, else the last trial.
+    value: the objective at the last trial point.
+    accepted: whether the step rule accepted ``step_size``.
+    next_step_size: the step size the rule asked for after the last trial
+      (equal to ``step_size`` when accepted); a search that stops without
+      acceptance continues from here on the next call.
+    fallback_step_size: the last trial step that satisfied sufficient decrease
+      (0 if none did); used when a search ends without acceptance.
+    num_evals: number of objective evaluations made by the search (int32).
+  """
+
+  step_size: Array
+  value: Array
+  accepted: Array
+  next_step_size: Array
+  fallback_step_size: Array
+  num_evals: Array
+
+
+def backtracking_search(
+    trial_value: Callable[[Array], Array],
+    step_rule: StepRule,
+    first_step_size: Array,
+    *,
+    max_evals: int | Array,
+    min_step_size: float | Array,
+    max_step_size: float | Array,
+    enabled: Array | bool = True,
+) -> SearchResult:
+  """Runs a bounded line search in one :func:`jax.lax.while_loop`.
+
+  Args:
+    trial_value: ``eta -> f(w + eta * d)`` as a scalar; non-finite values are
+      allowed and are always treated as failed trials.
+    step_rule: ``(eta, value) -> (accept, next_eta, sufficient_decrease)``.
+      A non-finite trial reaches it as ``+inf``.
+    first_step_size: the first trial, already inside the bounds.
+    max_evals: the largest number of trials.
+    min_step_size: a rule asking for a step below this ends the search.
+    max_step_size: requested steps are clipped to this.
+    enabled: when false the loop runs no trial (e.g. a zero or non-descent
+      direction); the result then reports no acceptance and zero evaluations.
+
+  Returns:
+    A :class:`SearchResult`.
+  """
+  first_step_size = jnp.asarray(first_step_size, jnp.float32)
+  zero = jnp.zeros((), jnp.float32)
+
+  class _Carry(NamedTuple):
+    step_size: Array
+    value: Array
+    accepted: Array
+    next_step_size: Array
+    fallback: Array
+    num_evals: Array
+    stop: Array
+
+  def cond_fn(carry: _Carry) -> Array:
+    return ~carry.stop
+
+  def body_fn(carry: _Carry) -> _Carry:
+    eta = carry.next_step_size
+    value = jnp.asarray(trial_value(eta), jnp.float32)
+    finite = jnp.isfinite(value)
+    # A non-finite trial is a failed trial: the rule sees it as +inf (the
+    # worst value), so that it backtracks, and it is never accepted.
+    accept, next_eta, decrease = step_rule(eta, jnp.where(finite, value, jnp.inf))
+    accept = accept & finite
+    decrease = decrease & finite
+    next_eta = jnp.where(accept, eta, jnp.minimum(next_eta, max_step_size))
+    num_evals = carry.num_evals + 1
+    too_small = next_eta < min_step_size
+    stop = accept | too_small | (num_evals >= max_evals)
+    return _Carry(
+        step_size=eta,
+        value=value,
+        accepted=accept,
+        next_step_size=jnp.asarray(next_eta, jnp.float32),
+        fallback=jnp.where(decrease, eta, carry.fallback),
+        num_evals=num_evals,
+        stop=stop,
+    )
+
+  init = _Carry(
+      step_size=first_step_size,
+      value=jnp.asarray(jnp.nan, jnp.float32),
+      accepted=jnp.zeros((), bool),
+      next_step_size=first_step_size,
+      fallback=zero,
+      num_evals=jnp.zeros((), jnp.int32),
+      stop=~jnp.asarray(enabled, bool),
+  )
+  out = jax.lax.while_loop(cond_fn, body_fn, init)
+  return SearchResult(
+      step_size=out.step_size,
+      value=out.value,
+      accepted=out.accepted,
+      next_step_size=out.next_step_size,
+      fallback_step_size=out.fallback,
+      num_evals=out.num_evals,
+  )
+
+
+def armijo_rule(value0: Array, slope: Array, c: float | Array, decrease_factor: float | Array):
+  """The Armijo (sufficient decrease) rule: accept or multiply by ``decrease_factor``.
+
+  Accepts ``eta`` when ``f(w + eta d) <= f(w) + c * eta * slope``.
+  """
+
+  def rule(eta: Array, value: Array):
+    ok = value <= value0 + c * eta * slope
+    return ok, eta * decrease_factor, ok
+
+  return rule
+
+
+def goldstein_rule(
+    value0: Array,
+    slope: Array,
+    c: float | Array,
+    decrease_factor: float | Array,
+    increase_factor: float | Array,
+    max_step_size: float | Array,
+):
+  """The Goldstein rule of the reference SLS code.
+
+  Accepts when both ``f(w+eta d) <= f(w) + c eta slope`` (sufficient decrease)
+  and ``f(w+eta d) >= f(w) + (1-c) eta slope`` (the step is not too short)
+  hold. With only sufficient decrease the step grows by ``increase_factor``
+  (accepted once it sits at ``max_step_size``: it cannot grow further); with
+  only the second condition it shrinks by ``decrease_factor``.
+  """
+
+  def rule(eta: Array, value: Array):
+    decrease = value <= value0 + c * eta * slope
+    not_short = value >= value0 + (1.0 - c) * eta * slope
+    at_max = eta >= max_step_size
+    accept = decrease & (not_short | at_max)
+    next_eta = jnp.where(decrease, eta * increase_factor, eta * decrease_factor)
+    return accept, next_eta, decrease
+
+  return rule
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by every method.
+# ---------------------------------------------------------------------------
+
+
+def require_value_fn(value_fn: Callable[..., Any] | None, method: str) -> Callable[..., Any]:
+  """Raises a clear error when ``value_fn`` was not passed to ``update``."""
+  if value_fn is None:
+    raise TypeError(
+        f"{method}.update needs the keyword argument `value_fn`: a function "
+        "`value_fn(params, **kwargs) -> scalar loss` on the current mini-batch, "
+        "which the line search evaluates at trial points. Call it as "
+        "`opt.update(grads, state, params, value=loss, grad=grads, "
+        "value_fn=lambda p: loss_fn(p, batch))`."
+    )
+  if not callable(value_fn):
+    raise TypeError(f"{method}: `value_fn` must be callable, got {type(value_fn).__name__}.")
+  return value_fn
+
+
+def bind_value_fn(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> Callable[[Any], Array]:
+  """Binds to ``value_fn`` the extra keyword arguments of ``update`` it accepts.
+
+  A keyword argument is passed to ``value_fn`` when ``value_fn`` names it in
+  its signature or takes ``**kwargs``. Others are ignored, so that one
+  ``optax.chain`` can carry arguments meant for other transformations (a
+  required argument that is missing still fails, with Python's own error).
+  """
+  try:
+    parameters = inspect.signature(value_fn).parameters.values()
+  except (TypeError, ValueError):  # builtins or C callables without a signature
+    return lambda params: value_fn(params)
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+    kwargs = dict(extra_args)
+  else:
+    names = {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    kwargs = {k: v for k, v in extra_args.items() if k in names}
+  return lambda params: value_fn(params, **kwargs)
+
+
+def as_scalar(value: Any, what: str) -> Array:
+  """Casts a scalar objective value to float32, with a clear error otherwise."""
+  value = jnp.asarray(value)
+  if value.size != 1:
+    raise ValueError(f"{what} must be a scalar, got an array of shape {value.shape}.")
+  return value.reshape(()).astype(jnp.float32)
+
+
+def add_step(params: Any, step_size: Array, direction: Any) -> Any:
+  """``params + step_size * direction``, each leaf kept in its own dtype."""
+  return jax.tree.map(
+      lambda p, d: (p.astype(jnp.float32) + step_size * d.astype(jnp.float32)).astype(p.dtype),
+      params,
+      direction,
+  )
+
+
+def masked_scale(ok: Array, step_size: Array, direction: Any, like: Any) -> Any:
+  """``step_size * direction`` where ``ok``, an exact zero elsewhere.
+
+  The zero does not depend on the direction's values, so a NaN direction with
+  ``ok`` false still gives a zero update. Leaves take the dtype of ``like``.
+  """
+  return jax.tree.map(
+      lambda d, u: jnp.where(ok, step_size * d.astype(jnp.float32), 0.0).astype(u.dtype),
+      direction,
+      like,
+  )
+
+
+def real_vdot(a: Any, b: Any) -> Array:
+  """``<a, b>`` summed over the tree, in float32."""
+  return jnp.asarray(optax.tree.vdot(a, b), jnp.float32).real
+
+
+# ---------------------------------------------------------------------------
+# Hyperparameter validation, safe under optax.inject_hyperparams.
+# ---------------------------------------------------------------------------
+
+
+def concrete(value: Any) -> float | None:
+  """The Python value of a hyperparameter, or None when it is traced."""
+  if value is None or isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> None:
+  """Raises ``ValueError`` naming ``name`` when a concrete value is invalid.
+
+  Traced values (inside ``optax.inject_hyperparams`` under ``jax.jit``) are
+  not checked here: they were checked when the transformation was first built.
+  """
+  v = concrete(value)
+  if v is None:
+    return
+  if not ok(v):
+    raise ValueError(f"`{name}` must be {expected}, got {value!r}.")

@@ -1,0 +1,570 @@
+"""SLS: the stochastic Armijo (and Goldstein) line search, and Adam + SLS.
+
+References:
+  Vaswani, Mishkin, Laradji, Schmidt, Gidel, Lacoste-Julien, "Painless
+  Stochastic Gradient: Interpolation, Line-Search, and Convergence Rates",
+  NeurIPS 2019 (Alg. 1-2; seed 002 Sec. 2.6.3, Alg. 3).
+  Kenneweg, Kenneweg, Fumagalli, Hammer, "No learning rates needed:
+  Introducing SALSA - Stable Armijo Line Search Adaptation", IJCNN 2024,
+  Sec. II.B (the Adam-preconditioned criterion, Eq. 2-3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_ls import _core
+
+_LINE_SEARCH_FNS = ("armijo", "goldstein")
+
+
+class ScaleBySlsState(NamedTuple):
+  """State of :func:`scale_by_sls`.
+
+  Attributes:
+    learning_rate: the step size applied in the last update (float32): the
+      accepted step, or 0 when the last update made no step (see ``exhausted``).
+    step_size: the step size the next search starts from, before its reset.
+    num_evals: how many times ``value_fn`` ran in the last update (int32).
+    exhausted: whether the last search ended without an acceptable step
+      (trial budget or ``min_step_size`` reached).
+    prev_update: the previous update, for Polyak momentum (None without).
+  """
+
+  learning_rate: jax.Array
+  step_size: jax.Array
+  num_evals: jax.Array
+  exhausted: jax.Array
+  prev_update: optax.Updates | None
+
+
+class AdamSlsState(NamedTuple):
+  """State of :func:`adam_sls`.
+
+  Attributes:
+    count: number of updates made (int32), for Adam's bias correction.
+    mu: first moment of the gradients.
+    nu: second moment of the gradients.
+    learning_rate: the step size applied in the last update (0 if none).
+    step_size: the step size the next search starts from, before its reset.
+    num_evals: how many times ``value_fn`` ran in the last update (int32).
+    exhausted: whether the last search ended without an acceptable step.
+  """
+
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  learning_rate: jax.Array
+  step_size: jax.Array
+  num_evals: jax.Array
+  exhausted: jax.Array
+
+
+class _Hyper(NamedTuple):
+  init_step_size: Any
+  c: Any
+  decrease_factor: Any
+  gamma: Any
+  n_batches_per_epoch: Any
+  reset_option: Any
+  max_backtracking_steps: Any
+  line_search_fn: str
+  increase_factor: Any
+  min_step_size: Any
+  max_step_size: Any
+
+
+def scale_by_sls(
+    init_step_size: float = 1.0,
+    c: float = 0.1,
+    decrease_factor: float = 0.9,
+    gamma: float = 2.0,
+    n_batches_per_epoch: int | None = None,
+    reset_option: int = 1,
+    max_backtracking_steps: int = 100,
+    line_search_fn: str = "armijo",
+    increase_factor: float = 2.0,
+    momentum: float | None = None,
+    min_step_size: float = 1e-8,
+    max_step_size: float | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Scales a descent direction by a stochastic Armijo line search (SLS).
+
+  The incoming ``updates`` are a descent direction :math:`d` (``-g`` for SGD).
+  Before each search the step size from the last update is reset,
+
+  * ``reset_option=0``: :math:`\eta \leftarrow \eta_{t-1}`,
+  * ``reset_option=1``: :math:`\eta \leftarrow \eta_{t-1}\,\gamma^{1/n_b}`
+    with :math:`n_b` = ``n_batches_per_epoch``,
+  * ``reset_option=2``: :math:`\eta \leftarrow` ``init_step_size``,
+
+  then the search backtracks, :math:`\eta \leftarrow \beta_b \eta`
+  (``decrease_factor``), on the same mini-batch until the Armijo condition
+
+  .. math::
+    f_B(w + \eta d) \le f_B(w) + c\,\eta\,\langle g, d \rangle
+
+  holds, and the update is :math:`\eta d`. With ``line_search_fn="goldstein"``
+  a trial that satisfies the Armijo condition but also
+  :math:`f_B(w + \eta d) < f_B(w) + (1-c)\eta\langle g, d\rangle` (too short)
+  grows by ``increase_factor`` instead of being accepted. With ``momentum``
+  (Polyak, the reference ``SlsAcc``) the search runs on the plain step and the
+  update adds ``momentum`` times the previous update.
+
+  The whole search runs in one :func:`jax.lax.while_loop` inside the update.
+
+  Robustness, beyond the reference code (none of it changes a healthy search):
+
+  * step sizes stay in ``[min_step_size, max_step_size]``;
+  * a search that ends without an acceptable step (``max_backtracking_steps``
+    trials, or a step below ``min_step_size``) makes no step and reports
+    ``exhausted``; the next search resumes from where it stopped, as an
+    uncapped backtracking would have. (The reference applies a 1e-6 step.)
+    A Goldstein search that runs out applies the last trial that satisfied the
+    Armijo condition, if any;
+  * a non-finite trial value counts as a failed trial and never reaches the
+    weights; a non-finite ``value`` or slope, a zero direction or one that is
+    not a descent direction (``<g, d> >= 0``) gives a zero update, runs no
+    trial and keeps the step size.
+
+  Args:
+    init_step_size: first step size (``eta_max`` in the paper).
+    c: sufficient decrease constant, in (0, 1); below 0.5 for Goldstein.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1).
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch) or 2 (restart
+      from ``init_step_size``).
+    max_backtracking_steps: the largest number of trials per update.
+    line_search_fn: ``"armijo"`` or ``"goldstein"``.
+    increase_factor: Goldstein's growth factor :math:`\beta_f` (> 1).
+    momentum: Polyak momentum in [0, 1), or None for none.
+    min_step_size: the smallest step size tried.
+    max_step_size: the largest step size; defaults to 10 for Goldstein (the
+      reference ``eta_max``) and 1e3 for Armijo.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
+    keyword arguments ``value_fn`` (required: ``value_fn(params, **kwargs)``
+    returns the mini-batch loss), ``value`` (the loss at ``params``; computed
+    with one extra call of ``value_fn`` when omitted), ``grad`` (the gradient
+    for the slope :math:`\langle g, d\rangle`; defaults to ``-updates``) and
+    any keyword arguments of ``value_fn``, which are passed on to it.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w, x, y):
+    ...   return jnp.mean((x @ w - y) ** 2)
+    >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
+    >>> y = jnp.array([1.0, 2.0, 0.0])
+    >>> opt = optax.chain(optax.scale(-1.0), optax_ls.scale_by_sls(reset_option=0))
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(20):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+    ...   updates, state = opt.update(g, state, w, value=loss, grad=g,
+    ...                               value_fn=loss_fn, x=x, y=y)
+    ...   w = optax.apply_updates(w, updates)
+    >>> bool(loss_fn(w, x, y) < 0.01)
+    True
+
+  References:
+    Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
+  """
+  h = _validate(
+      "scale_by_sls",
+      init_step_size=init_step_size,
+      c=c,
+      decrease_factor=decrease_factor,
+      gamma=gamma,
+      n_batches_per_epoch=n_batches_per_epoch,
+      reset_option=reset_option,
+      max_backtracking_steps=max_backtracking_steps,
+      line_search_fn=line_search_fn,
+      increase_factor=increase_factor,
+      min_step_size=min_step_size,
+      max_step_size=max_step_size,
+  )
+  _core.check("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+  def init_fn(params: optax.Params) -> ScaleBySlsState:
+    prev_update = None if momentum is None else optax.tree.zeros_like(params)
+    return ScaleBySlsState(
+        learning_rate=jnp.asarray(init_step_size, jnp.float32),
+        step_size=jnp.asarray(init_step_size, jnp.float32),
+        num_evals=jnp.zeros((), jnp.int32),
+        exhausted=jnp.zeros((), bool),
+        prev_update=prev_update,
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: ScaleBySlsState,
+      params: optax.Params | None = None,
+      *,
+      value_fn: Callable[..., Any] | None = None,
+      value: Any = None,
+      grad: optax.Updates | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, ScaleBySlsState]:
+    value_fn = _core.require_value_fn(value_fn, "scale_by_sls")
+    if params is None:
+      raise ValueError("scale_by_sls.update needs `params`: the search evaluates trial points.")
+    direction = updates
+    if grad is None:
+      slope = -_core.real_vdot(direction, direction)
+    else:
+      slope = _core.real_vdot(grad, direction)
+    outcome = _search(h, value_fn, extra_args, params, value, direction, slope, state.step_size)
+    new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, direction, updates)
+    prev_update = None
+    if momentum is not None:
+      new_updates = jax.tree.map(
+          lambda u, p: jnp.where(outcome.moved, u + momentum * p, u).astype(u.dtype),
+          new_updates,
+          state.prev_update,
+      )
+      prev_update = jax.tree.map(
+          lambda u, p: jnp.where(outcome.moved, u, p), new_updates, state.prev_update
+      )
+    new_state = ScaleBySlsState(
+        learning_rate=outcome.learning_rate,
+        step_size=outcome.step_size,
+        num_evals=outcome.num_evals,
+        exhausted=outcome.exhausted,
+        prev_update=prev_update,
+    )
+    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sls(
+    init_step_size: float = 1.0,
+    c: float = 0.1,
+    decrease_factor: float = 0.9,
+    gamma: float = 2.0,
+    n_batches_per_epoch: int | None = None,
+    reset_option: int = 1,
+    max_backtracking_steps: int = 100,
+    line_search_fn: str = "armijo",
+    increase_factor: float = 2.0,
+    momentum: float | None = None,
+    min_step_size: float = 1e-8,
+    max_step_size: float | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""SGD with a stochastic Armijo line search (SLS), taking gradients.
+
+  ``sls(...)`` is ``optax.chain(optax.scale(-1), scale_by_sls(...))``: the
+  search direction is the negative mini-batch gradient and the Armijo
+  condition reads :math:`f_B(w - \eta g) \le f_B(w) - c\,\eta\,\|g\|^2`.
+  See :func:`scale_by_sls` for the reset rule, the arguments and the
+  robustness guarantees; defaults are the paper's.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w, x, y):
+    ...   return jnp.mean((x @ w - y) ** 2)
+    >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
+    >>> y = jnp.array([1.0, 2.0, 0.0])
+    >>> opt = optax_ls.sls(n_batches_per_epoch=1)
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+    >>> updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn, x=x, y=y)
+    >>> w = optax.apply_updates(w, updates)
+    >>> float(optax.tree.get(state, "learning_rate")) > 0
+    True
+
+  References:
+    Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
+  """
+  return optax.chain(
+      optax.scale(-1.0),
+      scale_by_sls(
+          init_step_size=init_step_size,
+          c=c,
+          decrease_factor=decrease_factor,
+          gamma=gamma,
+          n_batches_per_epoch=n_batches_per_epoch,
+          reset_option=reset_option,
+          max_backtracking_steps=max_backtracking_steps,
+          line_search_fn=line_search_fn,
+          increase_factor=increase_factor,
+          momentum=momentum,
+          min_step_size=min_step_size,
+          max_step_size=max_step_size,
+      ),
+  )
+
+
+def adam_sls(
+    init_step_size: float = 1.0,
+    c: float = 0.1,
+    decrease_factor: float = 0.9,
+    gamma: float = 2.0,
+    n_batches_per_epoch: int | None = None,
+    reset_option: int = 1,
+    max_backtracking_steps: int = 100,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    min_step_size: float = 1e-8,
+    max_step_size: float = 1e3,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Adam with a preconditioned stochastic Armijo line search (Adam + SLS).
+
+  With Adam's moments :math:`m_k, v_k` (bias-corrected :math:`\hat m_k, \hat
+  v_k`) the search runs along the momentum-free Adam direction
+  :math:`d_k = -g_k / (\sqrt{\hat v_k} + \epsilon)` with the preconditioned
+  Armijo condition (Eq. 3 of the SaLSa paper)
+
+  .. math::
+    f_B(w + \eta d_k) \le f_B(w) - c\,\eta \sum_i \frac{g_{k,i}^2}{\sqrt{\hat v_{k,i}} + \epsilon},
+
+  and the applied update uses the accepted step size with the momentum
+  direction: :math:`\eta\,(-\hat m_k / (\sqrt{\hat v_k} + \epsilon))`. The step
+  size is reset before each search as in :func:`scale_by_sls` (the paper's
+  :math:`\eta_{k-1} 2^{1/b}` with ``b = 500`` is ``reset_option=1``,
+  ``gamma=2``, ``n_batches_per_epoch=500``).
+
+  The incoming ``updates`` are the gradients; ``grad`` (optional) gives the
+  gradient for the slope when the incoming updates were transformed before
+  (e.g. clipped). The other keyword arguments of ``update`` and the robustness
+  guarantees are those of :func:`scale_by_sls`.
+
+  Args:
+    init_step_size: first step size.
+    c: sufficient decrease constant, in (0, 1).
+    decrease_factor: backtracking factor, in (0, 1).
+    gamma: growth factor per epoch of ``reset_option=1``.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch) or 2 (restart).
+    max_backtracking_steps: the largest number of trials per update.
+    b1: Adam's first-moment decay, for the applied direction.
+    b2: Adam's second-moment decay.
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`.
+    min_step_size: the smallest step size tried.
+    max_step_size: the largest step size.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w):
+    ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
+    >>> opt = optax_ls.adam_sls(reset_option=0)
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(50):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w)
+    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn)
+    ...   w = optax.apply_updates(w, updates)
+    >>> bool(loss_fn(w) < loss_fn(jnp.zeros(2)))
+    True
+
+  References:
+    Kenneweg et al., No learning rates needed: Introducing SALSA, 2024, Sec. II.B.
+    Vaswani et al., Adaptive Gradient Methods Converge Faster with
+    Over-Parameterization (but you should do a line-search), 2020.
+  """
+  h = _validate(
+      "adam_sls",
+      init_step_size=init_step_size,
+      c=c,
+      decrease_factor=decrease_factor,
+      gamma=gamma,
+      n_batches_per_epoch=n_batches_per_epoch,
+      reset_option=reset_option,
+      max_backtracking_steps=max_backtracking_steps,
+      line_search_fn="armijo",
+      increase_factor=2.0,
+      min_step_size=min_step_size,
+      max_step_size=max_step_size,
+  )
+  _core.check("b1", b1, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  _core.check("b2", b2, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  _core.check("eps", eps, lambda v: v > 0.0, "positive")
+
+  def init_fn(params: optax.Params) -> AdamSlsState:
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    return AdamSlsState(
+        count=jnp.zeros((), jnp.int32),
+        mu=zeros,
+        nu=zeros,
+        learning_rate=jnp.asarray(init_step_size, jnp.float32),
+        step_size=jnp.asarray(init_step_size, jnp.float32),
+        num_evals=jnp.zeros((), jnp.int32),
+        exhausted=jnp.zeros((), bool),
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: AdamSlsState,
+      params: optax.Params | None = None,
+      *,
+      value_fn: Callable[..., Any] | None = None,
+      value: Any = None,
+      grad: optax.Updates | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, AdamSlsState]:
+    value_fn = _core.require_value_fn(value_fn, "adam_sls")
+    if params is None:
+      raise ValueError("adam_sls.update needs `params`: the search evaluates trial points.")
+    g = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
+    count = optax.safe_increment(state.count)
+    mu = optax.tree.update_moment(g, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(g, state.nu, b2, 2)
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    nu_hat = optax.tree.bias_correction(nu, b2, count)
+    denom = jax.tree.map(lambda v: jnp.sqrt(v) + eps, nu_hat)
+    search_dir = jax.tree.map(lambda gi, di: -gi / di, g, denom)
+    applied_dir = jax.tree.map(lambda mi, di: -mi / di, mu_hat, denom)
+    slope = _core.real_vdot(g if grad is None else grad, search_dir)
+    outcome = _search(h, value_fn, extra_args, params, value, search_dir, slope, state.step_size)
+    new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, applied_dir, updates)
+    # A skipped step (non-finite gradient) leaves the moments as they were.
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda n, o: jnp.where(outcome.healthy, n, o), new, old
+    )
+    new_state = AdamSlsState(
+        count=jnp.where(outcome.healthy, count, state.count),
+        mu=keep(mu, state.mu),
+        nu=keep(nu, state.nu),
+        learning_rate=outcome.learning_rate,
+        step_size=outcome.step_size,
+        num_evals=outcome.num_evals,
+        exhausted=outcome.exhausted,
+    )
+    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces.
+# ---------------------------------------------------------------------------
+
+
+class _Outcome(NamedTuple):
+  moved: jax.Array  # whether a non-zero step is applied
+  healthy: jax.Array  # finite value and slope
+  learning_rate: jax.Array  # the applied step (0 if none)
+  step_size: jax.Array  # where the next search starts from
+  num_evals: jax.Array
+  exhausted: jax.Array
+
+
+def reset_step_size(h: _Hyper, step_size: jax.Array) -> jax.Array:
+  """The step size of the first trial (Alg. 2 of the paper), inside the bounds."""
+  n = h.n_batches_per_epoch
+  grown = step_size * (h.gamma ** (1.0 / n) if n is not None else 1.0)
+  option = jnp.asarray(h.reset_option)
+  first = jnp.where(
+      option == 0,
+      step_size,
+      jnp.where(option == 1, grown, jnp.asarray(h.init_step_size, jnp.float32)),
+  )
+  return jnp.clip(first, h.min_step_size, h.max_step_size).astype(jnp.float32)
+
+
+def _search(
+    h: _Hyper,
+    value_fn: Callable[..., Any],
+    extra_args: dict[str, Any],
+    params: optax.Params,
+    value: Any,
+    direction: optax.Updates,
+    slope: jax.Array,
+    step_size: jax.Array,
+) -> _Outcome:
+  """Resets the step size, runs the Armijo/Goldstein search and reads its outcome."""
+  objective = _core.bind_value_fn(value_fn, extra_args)
+  num_extra = 0
+  if value is None:
+    value = objective(params)
+    num_extra = 1
+  value0 = _core.as_scalar(value, "`value`")
+  healthy = jnp.isfinite(value0) & jnp.isfinite(slope)
+  descent = healthy & (slope < 0)
+
+  if h.line_search_fn == "goldstein":
+    rule = _core.goldstein_rule(
+        value0, slope, h.c, h.decrease_factor, h.increase_factor, h.max_step_size
+    )
+  else:
+    rule = _core.armijo_rule(value0, slope, h.c, h.decrease_factor)
+
+  result = _core.backtracking_search(
+      lambda eta: objective(_core.add_step(params, eta, direction)),
+      rule,
+      reset_step_size(h, step_size),
+      max_evals=h.max_backtracking_steps,
+      min_step_size=h.min_step_size,
+      max_step_size=h.max_step_size,
+      enabled=descent,
+  )
+  applied = jnp.where(result.accepted, result.step_size, result.fallback_step_size)
+  applied = jnp.where(descent, applied, 0.0)
+  exhausted = descent & ~result.accepted
+  resume = jnp.maximum(result.next_step_size, h.min_step_size)
+  new_step_size = jnp.where(
+      result.accepted, result.step_size, jnp.where(exhausted, resume, step_size)
+  )
+  return _Outcome(
+      moved=applied > 0,
+      healthy=healthy,
+      learning_rate=applied.astype(jnp.float32),
+      step_size=new_step_size.astype(jnp.float32),
+      num_evals=result.num_evals + num_extra,
+      exhausted=exhausted,
+  )
+
+
+def _validate(method: str, **kw: Any) -> _Hyper:
+  """Checks the SLS hyperparameters; raises ``ValueError`` naming the argument."""
+  ls = kw["line_search_fn"]
+  if ls not in _LINE_SEARCH_FNS:
+    raise ValueError(f"`line_search_fn` must be one of {_LINE_SEARCH_FNS}, got {ls!r}.")
+  if kw["max_step_size"] is None:
+    kw["max_step_size"] = 10.0 if ls == "goldstein" else 1e3
+  check = _core.check
+  if ls == "goldstein":
+    check("c", kw["c"], lambda v: 0.0 < v < 0.5, "in (0, 0.5) for the Goldstein line search")
+    check("increase_factor", kw["increase_factor"], lambda v: v > 1.0, "greater than 1")
+  else:
+    check("c", kw["c"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
+  check("decrease_factor", kw["decrease_factor"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
+  check("gamma", kw["gamma"], lambda v: v >= 1.0, "at least 1")
+  check("init_step_size", kw["init_step_size"], lambda v: v > 0.0, "positive")
+  check("min_step_size", kw["min_step_size"], lambda v: v > 0.0, "positive")
+  check("max_step_size", kw["max_step_size"], lambda v: v > 0.0, "positive")
+  lo, hi, init = (_core.concrete(kw[k]) for k in ("min_step_size", "max_step_size", "init_step_size"))
+  if None not in (lo, hi, init) and not lo <= init <= hi:
+    raise ValueError(
+        f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."
+    )
+  check(
+      "max_backtracking_steps",
+      kw["max_backtracking_steps"],
+      lambda v: v >= 1 and v == int(v),
+      "a positive integer",
+  )
+  option = _core.concrete(kw["reset_option"])
+  if option is not None and option not in (0, 1, 2):
+    raise ValueError(f"`reset_option` must be 0, 1 or 2, got {kw['reset_option']!r}.")
+  n = kw["n_batches_per_epoch"]
+  if option == 1 and n is None:
+    raise ValueError(
+        f"{method}: `reset_option=1` grows the step size by gamma**(1/n_batches_per_epoch) "
+        "before each search, so `n_batches_per_epoch` (mini-batches per epoch) is required; "
+        "pass it, or choose reset_option=0 (keep) or 2 (restart from init_step_size)."
+    )
+  check("n_batches_per_epoch", n, lambda v: v >= 1, "a positive number of batches")
+  return _Hyper(**kw)
