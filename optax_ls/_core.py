@@ -198,7 +198,9 @@ def require_value_fn(value_fn: Callable[..., Any] | None, method: str) -> Callab
   return value_fn
 
 
-def bind_value_fn(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> Callable[[Any], Array]:
+def bind_value_fn(
+    value_fn: Callable[..., Any], extra_args: dict[str, Any]
+) -> Callable[[Any], Array]:
   """Binds to ``value_fn`` the extra keyword arguments of ``update`` it accepts.
 
   A keyword argument is passed to ``value_fn`` when ``value_fn`` names it in

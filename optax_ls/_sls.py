@@ -545,7 +545,8 @@ def _validate(method: str, **kw: Any) -> _Hyper:
   check("init_step_size", kw["init_step_size"], lambda v: v > 0.0, "positive")
   check("min_step_size", kw["min_step_size"], lambda v: v > 0.0, "positive")
   check("max_step_size", kw["max_step_size"], lambda v: v > 0.0, "positive")
-  lo, hi, init = (_core.concrete(kw[k]) for k in ("min_step_size", "max_step_size", "init_step_size"))
+  names = ("min_step_size", "max_step_size", "init_step_size")
+  lo, hi, init = (_core.concrete(kw[k]) for k in names)
   if None not in (lo, hi, init) and not lo <= init <= hi:
     raise ValueError(
         f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."

@@ -1,0 +1,454 @@
+"""Per-step cost of the line searches against SGD and a one-extra-forward floor.
+
+Each method is one jitted train step ``(params, opt_state, x, y) -> (params,
+opt_state, evals)``: ``jax.value_and_grad`` of the loss, ``opt.update`` and
+``optax.apply_updates``. Nothing is donated. The methods are
+
+* ``sgd``: ``optax.sgd(0.1)``, the reference (ratio 1.0);
+* ``floor``: the same SGD step plus exactly one extra forward pass of the loss
+  at the trial point ``params - 0.1 * grads``, whose value gates the update so
+  that XLA cannot remove it; no line search can do with less work when its
+  first trial is accepted;
+* ``sls_first``: ``optax_ls.sls`` set up so that its first trial is always
+  accepted (``init_step_size=0.01``, ``reset_option=0``): one ``value_fn``
+  call per step;
+* ``optax_bt_first``: ``optax.sgd(1.0)`` chained with
+  ``optax.scale_by_backtracking_linesearch`` capped at ``max_learning_rate=0.01``
+  with ``increase_factor=1.0``, so that its first trial is accepted too;
+* ``sls_default``: ``optax_ls.sls`` with the paper's defaults
+  (``init_step_size=1``, ``reset_option=1``), whose number of trials varies.
+
+Method: every step function is compiled and warmed up first (the time of the
+first call, tracing and compilation included, is reported). Then, for each
+repeat, the methods run in a shuffled order, each for ``--inner`` calls
+followed by ``block_until_ready``. Every method carries its parameters and
+optimizer state forward from call to call (and from repeat to repeat) over a
+fixed cycle of random mini-batches, so the searches see a real training
+trajectory. Reported: the median time per step over the repeats, and the
+median over the repeats of the per-repeat ratios to ``sgd`` and ``floor``
+(paired within a repeat, so slow drifts of the machine cancel), plus the
+mean number of loss evaluations per step made by the line search.
+
+Run from the repository root::
+
+  python benchmarks/step_overhead.py --repeats 20 --json /tmp/step_overhead.json
+
+New models go in ``MODELS`` and new methods in ``METHODS`` (see ``register``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_ls
+
+# ---------------------------------------------------------------------------
+# Models: name -> builder(args) -> Problem.
+# ---------------------------------------------------------------------------
+
+
+class Problem(NamedTuple):
+  """A model, its loss and the mini-batches the timed steps cycle through.
+
+  Attributes:
+    params: the initial parameters.
+    loss_fn: ``(params, x, y) -> scalar`` mean loss on the mini-batch.
+    batches: a list of ``(x, y)`` device arrays, cycled through by the steps.
+    description: one line for the report.
+  """
+
+  params: Any
+  loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array]
+  batches: list[tuple[jax.Array, jax.Array]]
+  description: str
+
+
+class MLP(nn.Module):
+  """A ReLU multilayer perceptron returning logits."""
+
+  features: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.reshape((x.shape[0], -1))
+    for width in self.features[:-1]:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.features[-1])(x)
+
+
+def _random_batches(
+    seed: int, n_batches: int, batch_size: int, input_shape: tuple[int, ...], n_classes: int
+) -> list[tuple[jax.Array, jax.Array]]:
+  """Standard normal float32 inputs and uniform integer labels, on the device."""
+  rng = np.random.default_rng(seed)
+  batches = []
+  for _ in range(n_batches):
+    x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
+    y = rng.integers(0, n_classes, size=(batch_size,), dtype=np.int32)
+    batches.append((jnp.asarray(x), jnp.asarray(y)))
+  return batches
+
+
+def _classifier_problem(
+    module: nn.Module, args: argparse.Namespace, input_shape: tuple[int, ...], description: str
+) -> Problem:
+  """Softmax cross-entropy of ``module`` on random inputs of ``input_shape``."""
+  batches = _random_batches(args.seed, args.n_batches, args.batch_size, input_shape, 10)
+  params = module.init(jax.random.key(args.seed), batches[0][0])["params"]
+
+  def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+    logits = module.apply({"params": params}, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return Problem(params, loss_fn, batches, description)
+
+
+def mlp_problem(args: argparse.Namespace) -> Problem:
+  """MLP 784-1000-10 with ReLU."""
+  return _classifier_problem(MLP((1000, 10)), args, (784,), "MLP 784-1000-10, ReLU, softmax CE")
+
+
+MODELS: dict[str, Callable[[argparse.Namespace], Problem]] = {
+    "mlp": mlp_problem,
+}
+
+# ---------------------------------------------------------------------------
+# Methods: name -> builder(problem, args) -> Method.
+# ---------------------------------------------------------------------------
+
+# (params, state, x, y) -> (params, state, evals): evals is the int32 number of
+# loss evaluations the step made beyond value_and_grad.
+StepFn = Callable[[Any, Any, jax.Array, jax.Array], tuple[Any, Any, jax.Array]]
+
+
+class Method(NamedTuple):
+  """A jitted train step and its initial optimizer state.
+
+  Attributes:
+    step: ``jax.jit``-ed ``(params, state, x, y) -> (params, state, evals)``.
+    init_state: the optimizer state for the problem's initial parameters.
+    description: one line for the report.
+  """
+
+  step: StepFn
+  init_state: Any
+  description: str
+
+
+METHODS: dict[str, Callable[[Problem, argparse.Namespace], Method]] = {}
+
+
+def register(name: str):
+  """Adds a method builder ``(problem, args) -> Method`` to ``METHODS``."""
+
+  def wrap(builder: Callable[[Problem, argparse.Namespace], Method]):
+    METHODS[name] = builder
+    return builder
+
+  return wrap
+
+
+def optax_method(
+    problem: Problem,
+    opt: optax.GradientTransformation,
+    description: str,
+    *,
+    line_search: bool = False,
+    pass_grad: bool = False,
+    evals_key: str | None = None,
+) -> Method:
+  """The train step of an optax optimizer, with ``value_fn`` for a line search.
+
+  Args:
+    problem: the model and its loss.
+    opt: the optimizer.
+    description: one line for the report.
+    line_search: pass ``value=`` and ``value_fn=`` to ``opt.update``.
+    pass_grad: pass ``grad=`` too (required by optax's backtracking search).
+    evals_key: the state field counting the loss evaluations of the last update.
+  """
+  loss_fn = problem.loss_fn
+
+  def step(params, state, x, y):
+    value, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    kwargs = {}
+    if line_search:
+      kwargs = dict(value=value, value_fn=lambda p: loss_fn(p, x, y))
+      if pass_grad:
+        kwargs["grad"] = grads
+    updates, state = opt.update(grads, state, params, **kwargs)
+    params = optax.apply_updates(params, updates)
+    if evals_key is None:
+      evals = jnp.zeros((), jnp.int32)
+    else:
+      evals = jnp.asarray(optax.tree.get(state, evals_key), jnp.int32)
+    return params, state, evals
+
+  return Method(jax.jit(step), opt.init(problem.params), description)
+
+
+@register("sgd")
+def _sgd(problem: Problem, args: argparse.Namespace) -> Method:
+  del args
+  return optax_method(problem, optax.sgd(0.1), "optax.sgd(0.1)")
+
+
+@register("floor")
+def _floor(problem: Problem, args: argparse.Namespace) -> Method:
+  """SGD plus one forward pass at ``params - 0.1 * grads`` that gates the update."""
+  del args
+  loss_fn = problem.loss_fn
+  opt = optax.sgd(0.1)
+
+  def step(params, state, x, y):
+    _, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    trial = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    keep = jnp.where(loss_fn(trial, x, y) > -1.0, 1.0, 0.0)  # always 1 for a finite CE
+    updates, state = opt.update(grads, state, params)
+    updates = jax.tree.map(lambda u: keep * u, updates)
+    return optax.apply_updates(params, updates), state, jnp.ones((), jnp.int32)
+
+  return Method(jax.jit(step), opt.init(problem.params), "sgd(0.1) + 1 forward at a trial point")
+
+
+@register("sls_first")
+def _sls_first(problem: Problem, args: argparse.Namespace) -> Method:
+  """SLS that accepts its first trial: a small step kept from call to call."""
+  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches, init_step_size=0.01, reset_option=0)
+  return optax_method(
+      problem,
+      opt,
+      "optax_ls.sls(init_step_size=0.01, reset_option=0)",
+      line_search=True,
+      evals_key="num_evals",
+  )
+
+
+@register("optax_bt_first")
+def _optax_bt_first(problem: Problem, args: argparse.Namespace) -> Method:
+  """optax's backtracking search capped at a step its first trial accepts."""
+  del args
+  opt = optax.chain(
+      optax.sgd(1.0),
+      optax.scale_by_backtracking_linesearch(
+          max_backtracking_steps=15, max_learning_rate=0.01, increase_factor=1.0
+      ),
+  )
+  return optax_method(
+      problem,
+      opt,
+      "sgd(1) + scale_by_backtracking_linesearch(max_learning_rate=0.01, increase_factor=1)",
+      line_search=True,
+      pass_grad=True,
+      evals_key="num_linesearch_steps",
+  )
+
+
+@register("sls_default")
+def _sls_default(problem: Problem, args: argparse.Namespace) -> Method:
+  """SLS with the paper's defaults: init_step_size=1, reset_option=1."""
+  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches)
+  return optax_method(
+      problem,
+      opt,
+      f"optax_ls.sls(n_batches_per_epoch={args.n_batches}) (paper defaults)",
+      line_search=True,
+      evals_key="num_evals",
+  )
+
+
+# Methods whose first trial must be accepted at every step (checked).
+FIRST_TRIAL_METHODS = ("sls_first", "optax_bt_first")
+
+# ---------------------------------------------------------------------------
+# Timing.
+# ---------------------------------------------------------------------------
+
+
+class _Runner:
+  """Carries one method's parameters, state and batch index between timed loops."""
+
+  def __init__(self, method: Method, problem: Problem):
+    self.method = method
+    self.batches = problem.batches
+    self.params = problem.params
+    self.state = method.init_state
+    self.index = 0
+    self.evals: list[jax.Array] = []
+
+  def run(self, n: int, record: bool = True) -> float:
+    """Makes ``n`` steps; returns the wall time in seconds, the last sync included."""
+    step, params, state, evals = self.method.step, self.params, self.state, []
+    start = time.perf_counter()
+    for _ in range(n):
+      x, y = self.batches[self.index % len(self.batches)]
+      self.index += 1
+      params, state, e = step(params, state, x, y)
+      evals.append(e)
+    jax.block_until_ready((params, state, evals))
+    elapsed = time.perf_counter() - start
+    self.params, self.state = params, state
+    if record:
+      self.evals.extend(evals)
+    return elapsed
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+  """Compiles, warms up and times every method; returns the results."""
+  problem = MODELS[args.model](args)
+  names = list(args.methods)
+  runners: dict[str, _Runner] = {}
+  compile_s: dict[str, float] = {}
+  for name in names:
+    runner = _Runner(METHODS[name](problem, args), problem)
+    compile_s[name] = runner.run(1, record=False)
+    runner.run(args.warmup, record=False)
+    runners[name] = runner
+
+  times: dict[str, list[float]] = {name: [] for name in names}
+  order_rng = random.Random(args.seed)
+  for _ in range(args.repeats):
+    order = names[:]
+    order_rng.shuffle(order)
+    for name in order:
+      times[name].append(runners[name].run(args.inner) / args.inner)
+
+  def paired_ratio(name: str, ref: str) -> float | None:
+    if ref not in times:
+      return None
+    return statistics.median(a / b for a, b in zip(times[name], times[ref], strict=True))
+
+  results = []
+  for name in names:
+    evals = np.asarray(jax.device_get(runners[name].evals))
+    results.append(
+        dict(
+            method=name,
+            description=runners[name].method.description,
+            median_ms=1e3 * statistics.median(times[name]),
+            min_ms=1e3 * min(times[name]),
+            max_ms=1e3 * max(times[name]),
+            ratio_sgd=paired_ratio(name, "sgd"),
+            ratio_floor=paired_ratio(name, "floor"),
+            evals_mean=float(evals.mean()),
+            evals_max=int(evals.max()),
+            compile_s=compile_s[name],
+            times_ms=[1e3 * t for t in times[name]],
+        )
+    )
+  return dict(problem=problem.description, results=results)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+  return "-" if value is None else format(value, spec)
+
+
+def print_table(report: dict[str, Any]) -> None:
+  """Prints the results as a fixed-width table."""
+  header = (
+      f"{'method':<16}{'ms/step':>9}{'min':>8}{'max':>8}{'x sgd':>8}{'x floor':>9}"
+      f"{'evals/step':>12}{'compile s':>11}"
+  )
+  print(header)
+  print("-" * len(header))
+  for r in report["results"]:
+    print(
+        f"{r['method']:<16}{r['median_ms']:>9.3f}{r['min_ms']:>8.3f}{r['max_ms']:>8.3f}"
+        f"{_fmt(r['ratio_sgd'], '.3f'):>8}{_fmt(r['ratio_floor'], '.3f'):>9}"
+        f"{r['evals_mean']:>12.3f}{r['compile_s']:>11.2f}"
+    )
+  print()
+  for r in report["results"]:
+    print(f"  {r['method']:<16}{r['description']}")
+
+
+def check_first_trial(report: dict[str, Any]) -> bool:
+  """Warns when a method meant to accept its first trial made more trials."""
+  ok = True
+  for r in report["results"]:
+    if r["method"] in FIRST_TRIAL_METHODS and r["evals_max"] != 1:
+      ok = False
+      print(
+          f"WARNING: {r['method']} made up to {r['evals_max']} trials in a step "
+          f"(mean {r['evals_mean']:.3f}); its ratios are not at equal trials."
+      )
+  return ok
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  """The command line."""
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--model", choices=sorted(MODELS), default="mlp")
+  parser.add_argument(
+      "--methods",
+      nargs="+",
+      choices=list(METHODS),
+      default=list(METHODS),
+      help="methods to time (ratios need sgd and floor among them)",
+  )
+  parser.add_argument("--repeats", type=int, default=20, help="timed loops per method")
+  parser.add_argument("--inner", type=int, default=20, help="steps per timed loop")
+  parser.add_argument("--warmup", type=int, default=5, help="untimed steps after compiling")
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--n-batches", type=int, default=10, help="random mini-batches cycled")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Runs the benchmark, prints the table and optionally writes JSON."""
+  args = parse_args(argv)
+  device = jax.devices()[0]
+  print(
+      f"jax {jax.__version__}, optax {optax.__version__}, device {device.platform}:"
+      f"{device.device_kind}, {os.cpu_count()} CPUs"
+  )
+  print(
+      f"model {args.model}, batch {args.batch_size}, {args.repeats} repeats x "
+      f"{args.inner} steps, shuffled order, state carried forward\n"
+  )
+  report = benchmark(args)
+  print(report["problem"])
+  print_table(report)
+  first_ok = check_first_trial(report)
+  if args.json:
+    payload = dict(
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        jax_version=jax.__version__,
+        jaxlib_version=jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        optax_version=optax.__version__,
+        flax_version=flax.__version__,
+        device=dict(platform=device.platform, kind=device.device_kind, count=jax.device_count()),
+        host=dict(
+            machine=platform.machine(),
+            cpu_count=os.cpu_count(),
+            python=platform.python_version(),
+        ),
+        settings=vars(args),
+        first_trial_accepted=first_ok,
+        **report,
+    )
+    with open(args.json, "w") as f:
+      json.dump(payload, f, indent=2)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+  main()

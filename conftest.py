@@ -1,0 +1,12 @@
+"""Test configuration: eight fake CPU devices for the data-parallel tests.
+
+XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend, so the flag is
+set here, before any test module imports JAX. Everything that is not
+explicitly sharded still runs on the first device.
+"""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()

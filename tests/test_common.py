@@ -1,0 +1,273 @@
+"""The common suite: checks every registered method must pass."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from tests.method_registry import METHODS, Method
+from tests.problems import init_mlp, make_step, mlp_loss, regression_batch
+
+parametrize = pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+
+
+def _run(opt, params, batch, steps: int, jit: bool = True, loss_fn=mlp_loss):
+  step = make_step(opt, loss_fn)
+  if jit:
+    step = jax.jit(step)
+  state = opt.init(params)
+  losses = []
+  for _ in range(steps):
+    params, state, loss = step(params, state, batch)
+    losses.append(float(loss))
+  return params, state, losses
+
+
+def _leaves_finite(tree) -> bool:
+  return all(
+      bool(jnp.all(jnp.isfinite(x)))
+      for x in jax.tree.leaves(tree)
+      if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+  )
+
+
+@parametrize
+def test_jit_decreases_loss_and_does_not_recompile(method: Method):
+  opt = method.make()
+  batch = regression_batch(0)
+  step = jax.jit(make_step(opt))
+  params, state = init_mlp(0), opt.init(init_mlp(0))
+  losses = []
+  for _ in range(30):
+    params, state, loss = step(params, state, batch)
+    losses.append(float(loss))
+  assert step._cache_size() == 1, "the second call recompiled"
+  assert losses[-1] < 0.5 * losses[0], losses
+  assert _leaves_finite(params) and _leaves_finite(state)
+
+
+@parametrize
+def test_state_exposes_learning_rate_and_evals(method: Method):
+  opt = method.make()
+  _, state, _ = _run(opt, init_mlp(0), regression_batch(0), steps=3)
+  lr = optax.tree.get(state, "learning_rate")
+  evals = optax.tree.get(state, "num_evals")
+  assert jnp.shape(lr) == () and float(lr) > 0.0
+  assert jnp.asarray(evals).dtype == jnp.int32 and int(evals) >= 1
+
+
+@parametrize
+def test_jit_matches_eager(method: Method):
+  opt = method.make()
+  jitted, _, _ = _run(opt, init_mlp(1), regression_batch(1), steps=5, jit=True)
+  eager, _, _ = _run(opt, init_mlp(1), regression_batch(1), steps=5, jit=False)
+  chex.assert_trees_all_close(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
+@parametrize
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_dtypes_are_kept(method: Method, dtype):
+  opt = method.make()
+  params = init_mlp(0, dtype=dtype)
+  state0 = opt.init(params)
+  step = jax.jit(make_step(opt))
+  new_params, state1, _ = step(params, state0, regression_batch(0))
+  new_params, state2, _ = step(new_params, state1, regression_batch(1))
+  chex.assert_trees_all_equal_dtypes(new_params, params)
+  chex.assert_trees_all_equal_dtypes(state2, state0)
+  chex.assert_trees_all_equal_shapes(state2, state0)
+  assert step._cache_size() == 1
+
+
+def _nonfinite_outside(radius: float, center, bad: float):
+  """The MLP loss, but ``bad`` (NaN or inf) farther than ``radius`` from ``center``."""
+
+  def loss_fn(params, batch):
+    dist2 = sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(params),
+                                                        jax.tree.leaves(center), strict=True))
+    return jnp.where(dist2 > radius**2, bad, mlp_loss(params, batch))
+
+  return loss_fn
+
+
+@parametrize
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf], ids=["nan", "inf", "-inf"])
+def test_nonfinite_trial_values_never_reach_params(method: Method, bad: float):
+  params = init_mlp(0)
+  batch = regression_batch(0)
+  # Every trial farther than `radius` from the start is non-finite; the first
+  # trial (step size 1) is far outside it.
+  opt = method.make(init_step_size=1.0, reset_option=2)
+  radius = 0.05
+  loss_fn = _nonfinite_outside(radius, params, bad)
+  step = jax.jit(make_step(opt, loss_fn))
+  new_params, state, _ = step(params, opt.init(params), batch)
+  assert _leaves_finite(new_params) and _leaves_finite(state)
+  moved = float(optax.tree.norm(optax.tree.sub(new_params, params)))
+  assert moved <= radius * 1.0001
+  assert float(loss_fn(new_params, batch)) <= float(mlp_loss(params, batch))
+  assert int(optax.tree.get(state, "num_evals")) > 1, "no non-finite trial was hit"
+
+
+@parametrize
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf], ids=["nan", "inf"])
+def test_nonfinite_value_or_gradient_gives_zero_update(method: Method, bad: float):
+  opt = method.make()
+  params = init_mlp(0)
+  state = opt.init(params)
+  grads = jax.grad(mlp_loss)(params, regression_batch(0))
+  value_fn = functools.partial(mlp_loss, batch=regression_batch(0))
+  updates, new_state = jax.jit(lambda g, s, v: opt.update(g, s, params, value=v, grad=g,
+                                                          value_fn=value_fn))(grads, state, bad)
+  chex.assert_trees_all_equal(updates, optax.tree.zeros_like(params))
+  assert _leaves_finite(new_state)
+  bad_grads = jax.tree.map(lambda g: g.ravel().at[0].set(bad).reshape(g.shape), grads)
+  updates, new_state = jax.jit(lambda g, s: opt.update(g, s, params, value=1.0, grad=g,
+                                                       value_fn=value_fn))(bad_grads, state)
+  chex.assert_trees_all_equal(updates, optax.tree.zeros_like(params))
+  assert _leaves_finite(new_state)
+
+
+@parametrize
+def test_zero_gradient_gives_zero_update(method: Method):
+  opt = method.make()
+  params = init_mlp(0)
+  state = opt.init(params)
+  zeros = optax.tree.zeros_like(params)
+  value_fn = functools.partial(mlp_loss, batch=regression_batch(0))
+  for _ in range(2):  # twice: momentum or moments from the first call must stay zero
+    updates, state = jax.jit(
+        lambda s: opt.update(zeros, s, params, value=value_fn(params), grad=zeros,
+                             value_fn=value_fn)
+    )(state)
+    chex.assert_trees_all_equal(updates, zeros)
+    assert _leaves_finite(state)
+
+
+@parametrize
+def test_invalid_hyperparameters_raise(method: Method):
+  assert method.invalid, f"{method.name} registers no invalid hyperparameters"
+  for kwargs, name in method.invalid:
+    with pytest.raises(ValueError, match=f"`{name}`"):
+      method.make(**kwargs)
+
+
+@parametrize
+def test_missing_value_fn_raises_clear_error(method: Method):
+  opt = method.make()
+  params = init_mlp(0)
+  grads = jax.grad(mlp_loss)(params, regression_batch(0))
+  with pytest.raises(TypeError, match="value_fn"):
+    opt.update(grads, opt.init(params), params, value=1.0)
+
+
+@parametrize
+def test_extra_kwargs_are_routed_to_value_fn(method: Method):
+  opt = method.make()
+  params = init_mlp(0)
+  batch = regression_batch(0)
+
+  def loss_fn(p, x, y):
+    return mlp_loss(p, {"x": x, "y": y})
+
+  loss, grads = jax.value_and_grad(loss_fn)(params, batch["x"], batch["y"])
+  # `unrelated` is meant for another transformation of a chain: it is ignored.
+  updates, _ = opt.update(grads, opt.init(params), params, value=loss, value_fn=loss_fn,
+                          x=batch["x"], y=batch["y"], unrelated=1)
+  expected, _ = opt.update(grads, opt.init(params), params, value=loss,
+                           value_fn=functools.partial(mlp_loss, batch=batch))
+  chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+
+
+@parametrize
+def test_composes_with_chain(method: Method):
+  opt = optax.chain(
+      optax.clip_by_global_norm(1.0),
+      optax.add_decayed_weights(1e-4),
+      method.make(),
+  )
+  _, state, losses = _run(opt, init_mlp(0), regression_batch(0), steps=30)
+  assert losses[-1] < 0.5 * losses[0]
+  assert float(optax.tree.get(state, "learning_rate")) > 0
+
+
+@parametrize
+def test_inject_hyperparams_matches_plain(method: Method):
+  defaults = inspect.signature(method.factory).parameters
+  hyper = {k: method.kwargs.get(k, defaults[k].default) for k in method.injectable}
+  injected = optax.inject_hyperparams(method.factory)(**{**method.kwargs, **hyper})
+  p1, s1, _ = _run(injected, init_mlp(0), regression_batch(0), steps=5)
+  p2, _, _ = _run(method.make(), init_mlp(0), regression_batch(0), steps=5)
+  # Traced hyperparameters fold differently in XLA: float32 rounding only.
+  chex.assert_trees_all_close(p1, p2, rtol=1e-4, atol=1e-5)
+  assert set(method.injectable) <= set(s1.hyperparams)
+
+
+# ---------------------------------------------------------------------------
+# Data parallel: the same result on 8 devices as on one.
+# ---------------------------------------------------------------------------
+
+
+def _mesh() -> Mesh:
+  if jax.device_count() < 8:
+    pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8 (see conftest.py)")
+  return Mesh(np.array(jax.devices()[:8]), ("data",))
+
+
+@parametrize
+def test_sharded_batch_matches_single_device(method: Method):
+  mesh = _mesh()
+  opt = method.make()
+  batch = regression_batch(0, n=64)
+  params = init_mlp(0)
+  single, single_state, _ = _run(opt, params, batch, steps=5)
+
+  replicated = NamedSharding(mesh, P())
+  sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
+  step = jax.jit(make_step(opt), out_shardings=(replicated, replicated, replicated))
+  p = jax.device_put(params, replicated)
+  s = jax.device_put(opt.init(params), replicated)
+  for _ in range(5):
+    p, s, _ = step(p, s, sharded_batch)
+  assert sharded_batch["x"].sharding.spec == P("data")
+  chex.assert_trees_all_close(p, single, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      optax.tree.get(s, "learning_rate"), optax.tree.get(single_state, "learning_rate"), rtol=1e-5
+  )
+
+
+@parametrize
+def test_shard_map_with_pmean_matches_single_device(method: Method):
+  mesh = _mesh()
+  opt = method.make()
+  batch = regression_batch(0, n=64)
+  params = init_mlp(0)
+  single, _, _ = _run(opt, params, batch, steps=5)
+
+  def per_device_loss(p, b):
+    return jax.lax.pmean(mlp_loss(p, b), "data")
+
+  global_loss = jax.shard_map(per_device_loss, mesh=mesh, in_specs=(P(), P("data")),
+                              out_specs=P())
+
+  def step(p, s, b):
+    loss, grads = jax.value_and_grad(global_loss)(p, b)
+    updates, s = opt.update(grads, s, p, value=loss, grad=grads,
+                            value_fn=lambda q: global_loss(q, b))
+    return optax.apply_updates(p, updates), s
+
+  step = jax.jit(step)
+  p, s = params, opt.init(params)
+  sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
+  for _ in range(5):
+    p, s = step(p, s, sharded_batch)
+  chex.assert_trees_all_close(p, single, rtol=1e-5, atol=1e-6)
