@@ -9,6 +9,8 @@ opt_state, evals)``: ``jax.value_and_grad`` of the loss, ``opt.update`` and
   at the trial point ``params - 0.1 * grads``, whose value gates the update so
   that XLA cannot remove it; no line search can do with less work when its
   first trial is accepted;
+* ``floor_armijo``: the floor plus the Armijo test, whose slope ``-<g, g>``
+  costs one more read of the gradient; the least an Armijo search can cost;
 * ``sls_first``: ``optax_ls.sls`` set up so that its first trial is always
   accepted (``init_step_size=0.01``, ``reset_option=0``): one ``value_fn``
   call per step;
@@ -26,12 +28,14 @@ optimizer state forward from call to call (and from repeat to repeat) over a
 fixed cycle of random mini-batches, so the searches see a real training
 trajectory. Reported: the median time per step over the repeats, and the
 median over the repeats of the per-repeat ratios to ``sgd`` and ``floor``
-(paired within a repeat, so slow drifts of the machine cancel), plus the
-mean number of loss evaluations per step made by the line search.
+(paired within a repeat, so slow drifts of the machine cancel) with their
+25th-75th percentiles, plus the mean number of loss evaluations per step.
+On a shared CPU host, ``--single-thread`` (one XLA thread pinned to one core)
+gives steadier numbers.
 
 Run from the repository root::
 
-  python benchmarks/step_overhead.py --repeats 20 --json /tmp/step_overhead.json
+  python benchmarks/step_overhead.py --repeats 40 --json /tmp/step_overhead.json
 
 New models go in ``MODELS`` and new methods in ``METHODS`` (see ``register``).
 """
@@ -56,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import models
 import optax_ls
 
 # ---------------------------------------------------------------------------
@@ -79,28 +84,22 @@ class Problem(NamedTuple):
   description: str
 
 
-class MLP(nn.Module):
-  """A ReLU multilayer perceptron returning logits."""
-
-  features: tuple[int, ...]
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x.reshape((x.shape[0], -1))
-    for width in self.features[:-1]:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.features[-1])(x)
-
-
 def _random_batches(
     seed: int, n_batches: int, batch_size: int, input_shape: tuple[int, ...], n_classes: int
 ) -> list[tuple[jax.Array, jax.Array]]:
-  """Standard normal float32 inputs and uniform integer labels, on the device."""
+  """Standard normal float32 inputs labelled by a fixed random linear teacher.
+
+  The label is ``argmax(x @ T)`` for a random ``T``: the task is learnable, so
+  training on it (and the step sizes the searches see) behaves like a real run
+  rather than the memorization of random labels.
+  """
   rng = np.random.default_rng(seed)
+  dim = int(np.prod(input_shape))
+  teacher = rng.standard_normal((dim, n_classes), dtype=np.float32)
   batches = []
   for _ in range(n_batches):
     x = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
-    y = rng.integers(0, n_classes, size=(batch_size,), dtype=np.int32)
+    y = np.argmax(x.reshape(batch_size, dim) @ teacher, axis=-1).astype(np.int32)
     batches.append((jnp.asarray(x), jnp.asarray(y)))
   return batches
 
@@ -108,7 +107,7 @@ def _random_batches(
 def _classifier_problem(
     module: nn.Module, args: argparse.Namespace, input_shape: tuple[int, ...], description: str
 ) -> Problem:
-  """Softmax cross-entropy of ``module`` on random inputs of ``input_shape``."""
+  """Softmax cross-entropy of ``module`` on random inputs of ``input_shape``, 10 classes."""
   batches = _random_batches(args.seed, args.n_batches, args.batch_size, input_shape, 10)
   params = module.init(jax.random.key(args.seed), batches[0][0])["params"]
 
@@ -121,7 +120,8 @@ def _classifier_problem(
 
 def mlp_problem(args: argparse.Namespace) -> Problem:
   """MLP 784-1000-10 with ReLU."""
-  return _classifier_problem(MLP((1000, 10)), args, (784,), "MLP 784-1000-10, ReLU, softmax CE")
+  module = models.get_model("mlp", features=(1000,), num_classes=10)
+  return _classifier_problem(module, args, (784,), "MLP 784-1000-10, ReLU, softmax CE")
 
 
 MODELS: dict[str, Callable[[argparse.Namespace], Problem]] = {
@@ -227,6 +227,30 @@ def _floor(problem: Problem, args: argparse.Namespace) -> Method:
   return Method(jax.jit(step), opt.init(problem.params), "sgd(0.1) + 1 forward at a trial point")
 
 
+@register("floor_armijo")
+def _floor_armijo(problem: Problem, args: argparse.Namespace) -> Method:
+  """The floor plus the Armijo test, which needs the slope ``-<g, g>``.
+
+  Any Armijo search reads the gradient once more for the slope; this is the
+  least such a search can cost when its first trial (step 0.01) is accepted.
+  The update is ``-0.01 * g`` if the test passes, else zero.
+  """
+  del args
+  loss_fn = problem.loss_fn
+  opt = optax.sgd(0.01)
+
+  def step(params, state, x, y):
+    value, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    slope = -optax.tree.vdot(grads, grads)
+    trial = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
+    accept = loss_fn(trial, x, y) <= value + 0.1 * 0.01 * slope
+    updates, state = opt.update(grads, state, params)
+    updates = jax.tree.map(lambda u: jnp.where(accept, u, 0.0), updates)
+    return optax.apply_updates(params, updates), state, jnp.ones((), jnp.int32)
+
+  return Method(jax.jit(step), opt.init(problem.params), "floor + Armijo test (slope -<g, g>)")
+
+
 @register("sls_first")
 def _sls_first(problem: Problem, args: argparse.Namespace) -> Method:
   """SLS that accepts its first trial: a small step kept from call to call."""
@@ -292,66 +316,82 @@ class _Runner:
     self.index = 0
     self.evals: list[jax.Array] = []
 
-  def run(self, n: int, record: bool = True) -> float:
-    """Makes ``n`` steps; returns the wall time in seconds, the last sync included."""
+  def run(self, n: int, record: bool = True) -> tuple[float, float]:
+    """Makes ``n`` steps; returns their wall and process CPU time in seconds.
+
+    The time runs until the results of the last step are ready.
+    """
     step, params, state, evals = self.method.step, self.params, self.state, []
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
       x, y = self.batches[self.index % len(self.batches)]
       self.index += 1
       params, state, e = step(params, state, x, y)
       evals.append(e)
     jax.block_until_ready((params, state, evals))
-    elapsed = time.perf_counter() - start
+    elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     self.params, self.state = params, state
     if record:
       self.evals.extend(evals)
-    return elapsed
+    return elapsed, elapsed_cpu
+
+
+def _quantiles(values: list[float]) -> tuple[float, float, float]:
+  """The 25th, 50th and 75th percentiles."""
+  q25, q50, q75 = np.percentile(np.asarray(values), [25, 50, 75])
+  return float(q25), float(q50), float(q75)
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
   """Compiles, warms up and times every method; returns the results."""
   problem = MODELS[args.model](args)
-  names = list(args.methods)
+  names = list(dict.fromkeys(args.methods))
   runners: dict[str, _Runner] = {}
   compile_s: dict[str, float] = {}
   for name in names:
     runner = _Runner(METHODS[name](problem, args), problem)
-    compile_s[name] = runner.run(1, record=False)
+    compile_s[name] = runner.run(1, record=False)[0]
     runner.run(args.warmup, record=False)
     runners[name] = runner
 
-  times: dict[str, list[float]] = {name: [] for name in names}
+  wall: dict[str, list[float]] = {name: [] for name in names}
+  cpu: dict[str, list[float]] = {name: [] for name in names}
   order_rng = random.Random(args.seed)
   for _ in range(args.repeats):
     order = names[:]
     order_rng.shuffle(order)
     for name in order:
-      times[name].append(runners[name].run(args.inner) / args.inner)
+      elapsed, elapsed_cpu = runners[name].run(args.inner)
+      wall[name].append(elapsed / args.inner)
+      cpu[name].append(elapsed_cpu / args.inner)
 
-  def paired_ratio(name: str, ref: str) -> float | None:
+  def ratios(name: str, ref: str, times: dict[str, list[float]]) -> list[float] | None:
+    """Per-repeat ratios to ``ref``, paired within each repeat."""
     if ref not in times:
       return None
-    return statistics.median(a / b for a, b in zip(times[name], times[ref], strict=True))
+    return [a / b for a, b in zip(times[name], times[ref], strict=True)]
 
   results = []
   for name in names:
     evals = np.asarray(jax.device_get(runners[name].evals))
-    results.append(
-        dict(
-            method=name,
-            description=runners[name].method.description,
-            median_ms=1e3 * statistics.median(times[name]),
-            min_ms=1e3 * min(times[name]),
-            max_ms=1e3 * max(times[name]),
-            ratio_sgd=paired_ratio(name, "sgd"),
-            ratio_floor=paired_ratio(name, "floor"),
-            evals_mean=float(evals.mean()),
-            evals_max=int(evals.max()),
-            compile_s=compile_s[name],
-            times_ms=[1e3 * t for t in times[name]],
-        )
+    entry = dict(
+        method=name,
+        description=runners[name].method.description,
+        median_ms=1e3 * statistics.median(wall[name]),
+        mean_ms=1e3 * statistics.mean(wall[name]),
+        cpu_median_ms=1e3 * statistics.median(cpu[name]),
+        evals_mean=float(evals.mean()),
+        evals_max=int(evals.max()),
+        compile_s=compile_s[name],
+        times_ms=[1e3 * t for t in wall[name]],
     )
+    for ref in ("sgd", "floor"):
+      r = ratios(name, ref, wall)
+      q = (None, None, None) if r is None else _quantiles(r)
+      entry[f"ratio_{ref}"], entry[f"ratio_{ref}_p25"], entry[f"ratio_{ref}_p75"] = q[1], q[0], q[2]
+      rc = ratios(name, ref, cpu)
+      entry[f"cpu_ratio_{ref}"] = None if rc is None else statistics.median(rc)
+    results.append(entry)
   return dict(problem=problem.description, results=results)
 
 
@@ -362,18 +402,24 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_table(report: dict[str, Any]) -> None:
   """Prints the results as a fixed-width table."""
   header = (
-      f"{'method':<16}{'ms/step':>9}{'min':>8}{'max':>8}{'x sgd':>8}{'x floor':>9}"
+      f"{'method':<16}{'ms/step':>9}{'mean':>8}{'x sgd':>8}{'x floor':>9}{'(p25-p75)':>15}"
       f"{'evals/step':>12}{'compile s':>11}"
   )
   print(header)
   print("-" * len(header))
   for r in report["results"]:
+    spread = "-"
+    if r["ratio_floor_p25"] is not None:
+      spread = f"{r['ratio_floor_p25']:.3f}-{r['ratio_floor_p75']:.3f}"
     print(
-        f"{r['method']:<16}{r['median_ms']:>9.3f}{r['min_ms']:>8.3f}{r['max_ms']:>8.3f}"
-        f"{_fmt(r['ratio_sgd'], '.3f'):>8}{_fmt(r['ratio_floor'], '.3f'):>9}"
+        f"{r['method']:<16}{r['median_ms']:>9.3f}{r['mean_ms']:>8.3f}"
+        f"{_fmt(r['ratio_sgd'], '.3f'):>8}{_fmt(r['ratio_floor'], '.3f'):>9}{spread:>15}"
         f"{r['evals_mean']:>12.3f}{r['compile_s']:>11.2f}"
     )
-  print()
+  print(
+      "\nms/step: median over repeats; mean: total time / steps (matches evals/step, "
+      "a mean);\nx sgd, x floor: medians of the per-repeat ratios, (p25-p75) of x floor.\n"
+  )
   for r in report["results"]:
     print(f"  {r['method']:<16}{r['description']}")
 
@@ -391,6 +437,21 @@ def check_first_trial(report: dict[str, Any]) -> bool:
   return ok
 
 
+def use_single_thread() -> None:
+  """Pins the process to one core and XLA:CPU to one thread (less noise on a busy host).
+
+  Must run before JAX initializes its backends.
+  """
+  from jax._src import xla_bridge  # private; only used to fail clearly
+
+  if xla_bridge.backends_are_initialized():
+    raise RuntimeError("--single-thread must be set before JAX initializes its backends.")
+  flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+  if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   """The command line."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -400,25 +461,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       nargs="+",
       choices=list(METHODS),
       default=list(METHODS),
-      help="methods to time (ratios need sgd and floor among them)",
+      help="methods to time (the ratios need sgd and floor among them)",
   )
-  parser.add_argument("--repeats", type=int, default=20, help="timed loops per method")
-  parser.add_argument("--inner", type=int, default=20, help="steps per timed loop")
+  parser.add_argument("--repeats", type=int, default=30, help="timed loops per method")
+  parser.add_argument("--inner", type=int, default=10, help="steps per timed loop")
   parser.add_argument("--warmup", type=int, default=5, help="untimed steps after compiling")
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--n-batches", type=int, default=10, help="random mini-batches cycled")
+  parser.add_argument("--n-batches", type=int, default=50, help="random mini-batches cycled")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+      "--single-thread",
+      action="store_true",
+      help="CPU only: one XLA thread pinned to one core, for steadier timings on a shared host",
+  )
   parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.repeats < 1 or args.inner < 1:
+    parser.error("--repeats and --inner must be positive")
+  return args
 
 
 def main(argv: list[str] | None = None) -> None:
   """Runs the benchmark, prints the table and optionally writes JSON."""
   args = parse_args(argv)
+  if args.single_thread:
+    use_single_thread()
   device = jax.devices()[0]
   print(
       f"jax {jax.__version__}, optax {optax.__version__}, device {device.platform}:"
       f"{device.device_kind}, {os.cpu_count()} CPUs"
+      + (" (single XLA thread, pinned)" if args.single_thread else "")
   )
   print(
       f"model {args.model}, batch {args.batch_size}, {args.repeats} repeats x "
@@ -432,14 +504,15 @@ def main(argv: list[str] | None = None) -> None:
     payload = dict(
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         jax_version=jax.__version__,
-        jaxlib_version=jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
         optax_version=optax.__version__,
         flax_version=flax.__version__,
+        optax_ls_version=getattr(optax_ls, "__version__", None),
         device=dict(platform=device.platform, kind=device.device_kind, count=jax.device_count()),
         host=dict(
             machine=platform.machine(),
             cpu_count=os.cpu_count(),
             python=platform.python_version(),
+            xla_flags=os.environ.get("XLA_FLAGS", ""),
         ),
         settings=vars(args),
         first_trial_accepted=first_ok,

@@ -176,8 +176,9 @@ def scale_by_sls(
   References:
     Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
   """
-  h = _validate(
+  return _sls_transformation(
       "scale_by_sls",
+      1.0,
       init_step_size=init_step_size,
       c=c,
       decrease_factor=decrease_factor,
@@ -187,61 +188,10 @@ def scale_by_sls(
       max_backtracking_steps=max_backtracking_steps,
       line_search_fn=line_search_fn,
       increase_factor=increase_factor,
+      momentum=momentum,
       min_step_size=min_step_size,
       max_step_size=max_step_size,
   )
-  _core.check("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-
-  def init_fn(params: optax.Params) -> ScaleBySlsState:
-    prev_update = None if momentum is None else optax.tree.zeros_like(params)
-    return ScaleBySlsState(
-        learning_rate=jnp.asarray(init_step_size, jnp.float32),
-        step_size=jnp.asarray(init_step_size, jnp.float32),
-        num_evals=jnp.zeros((), jnp.int32),
-        exhausted=jnp.zeros((), bool),
-        prev_update=prev_update,
-    )
-
-  def update_fn(
-      updates: optax.Updates,
-      state: ScaleBySlsState,
-      params: optax.Params | None = None,
-      *,
-      value_fn: Callable[..., Any] | None = None,
-      value: Any = None,
-      grad: optax.Updates | None = None,
-      **extra_args: Any,
-  ) -> tuple[optax.Updates, ScaleBySlsState]:
-    value_fn = _core.require_value_fn(value_fn, "scale_by_sls")
-    if params is None:
-      raise ValueError("scale_by_sls.update needs `params`: the search evaluates trial points.")
-    direction = updates
-    if grad is None:
-      slope = -_core.real_vdot(direction, direction)
-    else:
-      slope = _core.real_vdot(grad, direction)
-    outcome = _search(h, value_fn, extra_args, params, value, direction, slope, state.step_size)
-    new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, direction, updates)
-    prev_update = None
-    if momentum is not None:
-      new_updates = jax.tree.map(
-          lambda u, p: jnp.where(outcome.moved, u + momentum * p, u).astype(u.dtype),
-          new_updates,
-          state.prev_update,
-      )
-      prev_update = jax.tree.map(
-          lambda u, p: jnp.where(outcome.moved, u, p), new_updates, state.prev_update
-      )
-    new_state = ScaleBySlsState(
-        learning_rate=outcome.learning_rate,
-        step_size=outcome.step_size,
-        num_evals=outcome.num_evals,
-        exhausted=outcome.exhausted,
-        prev_update=prev_update,
-    )
-    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def sls(
@@ -260,11 +210,14 @@ def sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with a stochastic Armijo line search (SLS), taking gradients.
 
-  ``sls(...)`` is ``optax.chain(optax.scale(-1), scale_by_sls(...))``: the
-  search direction is the negative mini-batch gradient and the Armijo
+  The search direction is the negative mini-batch gradient and the Armijo
   condition reads :math:`f_B(w - \eta g) \le f_B(w) - c\,\eta\,\|g\|^2`.
-  See :func:`scale_by_sls` for the reset rule, the arguments and the
-  robustness guarantees; defaults are the paper's.
+  ``sls(...)`` gives the same updates as
+  ``optax.chain(optax.scale(-1), scale_by_sls(...))`` but searches along the
+  incoming gradient with negative steps, so that the negated gradient is never
+  written out (one parameter-sized copy less per step); its state is a
+  :class:`ScaleBySlsState`. See :func:`scale_by_sls` for the reset rule, the
+  arguments and the robustness guarantees; defaults are the paper's.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -284,22 +237,21 @@ def sls(
   References:
     Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
   """
-  return optax.chain(
-      optax.scale(-1.0),
-      scale_by_sls(
-          init_step_size=init_step_size,
-          c=c,
-          decrease_factor=decrease_factor,
-          gamma=gamma,
-          n_batches_per_epoch=n_batches_per_epoch,
-          reset_option=reset_option,
-          max_backtracking_steps=max_backtracking_steps,
-          line_search_fn=line_search_fn,
-          increase_factor=increase_factor,
-          momentum=momentum,
-          min_step_size=min_step_size,
-          max_step_size=max_step_size,
-      ),
+  return _sls_transformation(
+      "sls",
+      -1.0,
+      init_step_size=init_step_size,
+      c=c,
+      decrease_factor=decrease_factor,
+      gamma=gamma,
+      n_batches_per_epoch=n_batches_per_epoch,
+      reset_option=reset_option,
+      max_backtracking_steps=max_backtracking_steps,
+      line_search_fn=line_search_fn,
+      increase_factor=increase_factor,
+      momentum=momentum,
+      min_step_size=min_step_size,
+      max_step_size=max_step_size,
   )
 
 
@@ -447,6 +399,74 @@ def adam_sls(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _sls_transformation(
+    method: str, sign: float, *, momentum: float | None, **hyper: Any
+) -> optax.GradientTransformationExtraArgs:
+  """SLS along ``sign * updates``: ``scale_by_sls`` (+1) and ``sls`` (-1).
+
+  ``sls`` searches along the incoming gradient with a negative step instead of
+  chaining ``optax.scale(-1)``: the negated gradient is then never written out,
+  which saves a parameter-sized copy per step (measured in
+  ``benchmarks/step_overhead.py``).
+  """
+  h = _validate(method, **hyper)
+  _core.check("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  init_step_size = hyper["init_step_size"]
+
+  def init_fn(params: optax.Params) -> ScaleBySlsState:
+    prev_update = None if momentum is None else optax.tree.zeros_like(params)
+    return ScaleBySlsState(
+        learning_rate=jnp.asarray(init_step_size, jnp.float32),
+        step_size=jnp.asarray(init_step_size, jnp.float32),
+        num_evals=jnp.zeros((), jnp.int32),
+        exhausted=jnp.zeros((), bool),
+        prev_update=prev_update,
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: ScaleBySlsState,
+      params: optax.Params | None = None,
+      *,
+      value_fn: Callable[..., Any] | None = None,
+      value: Any = None,
+      grad: optax.Updates | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, ScaleBySlsState]:
+    value_fn = _core.require_value_fn(value_fn, method)
+    if params is None:
+      raise ValueError(f"{method}.update needs `params`: the search evaluates trial points.")
+    # The direction is d = sign * updates; without `grad`, g = -d is assumed.
+    if grad is None:
+      slope = -_core.real_vdot(updates, updates)
+    else:
+      slope = sign * _core.real_vdot(grad, updates)
+    outcome = _search(h, value_fn, extra_args, params, value, updates, slope, state.step_size,
+                      sign=sign)
+    new_updates = _core.masked_scale(outcome.moved, sign * outcome.learning_rate, updates,
+                                     updates)
+    prev_update = None
+    if momentum is not None:
+      new_updates = jax.tree.map(
+          lambda u, p: jnp.where(outcome.moved, u + momentum * p, u).astype(u.dtype),
+          new_updates,
+          state.prev_update,
+      )
+      prev_update = jax.tree.map(
+          lambda u, p: jnp.where(outcome.moved, u, p), new_updates, state.prev_update
+      )
+    new_state = ScaleBySlsState(
+        learning_rate=outcome.learning_rate,
+        step_size=outcome.step_size,
+        num_evals=outcome.num_evals,
+        exhausted=outcome.exhausted,
+        prev_update=prev_update,
+    )
+    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 # ---------------------------------------------------------------------------
 # Shared pieces.
 # ---------------------------------------------------------------------------
@@ -483,8 +503,9 @@ def _search(
     direction: optax.Updates,
     slope: jax.Array,
     step_size: jax.Array,
+    sign: float = 1.0,
 ) -> _Outcome:
-  """Resets the step size, runs the Armijo/Goldstein search and reads its outcome."""
+  """Resets the step size, searches along ``sign * direction`` and reads the outcome."""
   objective = _core.bind_value_fn(value_fn, extra_args)
   num_extra = 0
   if value is None:
@@ -502,7 +523,7 @@ def _search(
     rule = _core.armijo_rule(value0, slope, h.c, h.decrease_factor)
 
   result = _core.backtracking_search(
-      lambda eta: objective(_core.add_step(params, eta, direction)),
+      lambda eta: objective(_core.add_step(params, sign * eta, direction)),
       rule,
       reset_step_size(h, step_size),
       max_evals=h.max_backtracking_steps,

@@ -61,7 +61,8 @@ def _jitted_update(**kwargs):
 
 
 def _sls_state(state) -> optax_ls.ScaleBySlsState:
-  return state[1]  # sls = chain(scale(-1), scale_by_sls)
+  assert isinstance(state, optax_ls.ScaleBySlsState)
+  return state
 
 
 def _numpy_sls(a, y, steps, init_step_size, c, beta, gamma, n_batches, reset_option):
@@ -220,6 +221,29 @@ def test_step_size_stays_within_bounds():
   s = _sls_state(state)
   assert bool(s.exhausted) and float(s.step_size) >= 1e-3
   assert int(s.num_evals) == int(np.ceil(np.log(1e-3) / np.log(0.9)))
+
+
+@pytest.mark.parametrize("with_grad", [True, False])
+@pytest.mark.parametrize("momentum", [None, 0.5])
+def test_sls_equals_scale_by_sls_after_negation(with_grad: bool, momentum):
+  a, y = _least_squares_data(2)
+  kwargs = dict(n_batches_per_epoch=BATCHES_PER_EPOCH, momentum=momentum)
+  fused = optax_ls.sls(**kwargs)
+  chained = optax.chain(optax.scale(-1.0), optax_ls.scale_by_sls(**kwargs))
+  w1 = w2 = jnp.zeros(DIM)
+  s1, s2 = fused.init(w1), chained.init(w2)
+  for t in range(6):
+    x, yb = _batch(a, y, t)
+    extra = {}
+    if with_grad:  # a gradient that differs from the incoming updates
+      extra["grad"] = 0.9 * jax.grad(_ls_loss)(w1, x, yb)
+    l1, g1 = jax.value_and_grad(_ls_loss)(w1, x, yb)
+    u1, s1 = fused.update(g1, s1, w1, value=l1, value_fn=_ls_loss, x=x, y=yb, **extra)
+    l2, g2 = jax.value_and_grad(_ls_loss)(w2, x, yb)
+    u2, s2 = chained.update(g2, s2, w2, value=l2, value_fn=_ls_loss, x=x, y=yb, **extra)
+    chex.assert_trees_all_close(u1, u2, rtol=1e-6)
+    w1, w2 = optax.apply_updates(w1, u1), optax.apply_updates(w2, u2)
+  chex.assert_trees_all_close(s1, s2[1], rtol=1e-6)
 
 
 def test_value_is_computed_when_not_given():
