@@ -176,22 +176,8 @@ def scale_by_sls(
   References:
     Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
   """
-  return _sls_transformation(
-      "scale_by_sls",
-      1.0,
-      init_step_size=init_step_size,
-      c=c,
-      decrease_factor=decrease_factor,
-      gamma=gamma,
-      n_batches_per_epoch=n_batches_per_epoch,
-      reset_option=reset_option,
-      max_backtracking_steps=max_backtracking_steps,
-      line_search_fn=line_search_fn,
-      increase_factor=increase_factor,
-      momentum=momentum,
-      min_step_size=min_step_size,
-      max_step_size=max_step_size,
-  )
+  # Every argument of this function is a hyperparameter of the transformation.
+  return _sls_transformation("scale_by_sls", 1.0, **locals())
 
 
 def sls(
@@ -237,22 +223,8 @@ def sls(
   References:
     Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
   """
-  return _sls_transformation(
-      "sls",
-      -1.0,
-      init_step_size=init_step_size,
-      c=c,
-      decrease_factor=decrease_factor,
-      gamma=gamma,
-      n_batches_per_epoch=n_batches_per_epoch,
-      reset_option=reset_option,
-      max_backtracking_steps=max_backtracking_steps,
-      line_search_fn=line_search_fn,
-      increase_factor=increase_factor,
-      momentum=momentum,
-      min_step_size=min_step_size,
-      max_step_size=max_step_size,
-  )
+  # Every argument of this function is a hyperparameter of the transformation.
+  return _sls_transformation("sls", -1.0, **locals())
 
 
 def adam_sls(

@@ -188,13 +188,19 @@ def test_extra_kwargs_are_routed_to_value_fn(method: Method):
   chex.assert_trees_all_close(updates, expected, rtol=1e-6)
 
 
+_WRAPPERS = {
+    "chain_clip_weight_decay": lambda opt: optax.chain(
+        optax.clip_by_global_norm(1.0), optax.add_decayed_weights(1e-4), opt
+    ),
+    "apply_if_finite": lambda opt: optax.apply_if_finite(opt, max_consecutive_errors=3),
+    "multi_steps": lambda opt: optax.MultiSteps(opt, every_k_schedule=2),
+}
+
+
 @parametrize
-def test_composes_with_chain(method: Method):
-  opt = optax.chain(
-      optax.clip_by_global_norm(1.0),
-      optax.add_decayed_weights(1e-4),
-      method.make(),
-  )
+@pytest.mark.parametrize("wrapper", sorted(_WRAPPERS))
+def test_composes_with_optax_wrappers(method: Method, wrapper: str):
+  opt = _WRAPPERS[wrapper](method.make())
   _, state, losses = _run(opt, init_mlp(0), regression_batch(0), steps=30)
   assert losses[-1] < 0.5 * losses[0]
   assert float(optax.tree.get(state, "learning_rate")) > 0
