@@ -126,7 +126,8 @@ def scale_by_sls(
     ``exhausted``; the next search resumes from where it stopped, as an
     uncapped backtracking would have. (The reference applies a 1e-6 step.)
     A Goldstein search that runs out applies the last trial that satisfied the
-    Armijo condition, if any;
+    Armijo condition, if any, and a Goldstein trial at ``max_step_size`` that
+    satisfies the Armijo condition is accepted (it cannot grow further);
   * a non-finite trial value counts as a failed trial and never reaches the
     weights; a non-finite ``value`` or slope, a zero direction or one that is
     not a descent direction (``<g, d> >= 0``) gives a zero update, runs no
