@@ -297,8 +297,84 @@ def _sls_default(problem: Problem, args: argparse.Namespace) -> Method:
   )
 
 
+@register("sls_goldstein")
+def _sls_goldstein(problem: Problem, args: argparse.Namespace) -> Method:
+  """SLS with the Goldstein rule, paper defaults otherwise."""
+  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches, line_search_fn="goldstein")
+  return optax_method(
+      problem,
+      opt,
+      f"optax_ls.sls(n_batches_per_epoch={args.n_batches}, line_search_fn='goldstein')",
+      line_search=True,
+      evals_key="num_evals",
+  )
+
+
+@register("sls_momentum")
+def _sls_momentum(problem: Problem, args: argparse.Namespace) -> Method:
+  """SLS with Polyak momentum 0.6 (the reference SlsAcc)."""
+  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches, momentum=0.6)
+  return optax_method(
+      problem,
+      opt,
+      f"optax_ls.sls(n_batches_per_epoch={args.n_batches}, momentum=0.6)",
+      line_search=True,
+      evals_key="num_evals",
+  )
+
+
+@register("adam")
+def _adam(problem: Problem, args: argparse.Namespace) -> Method:
+  del args
+  return optax_method(problem, optax.adam(1e-3), "optax.adam(1e-3)")
+
+
+@register("adam_floor")
+def _adam_floor(problem: Problem, args: argparse.Namespace) -> Method:
+  """Adam plus one forward pass at a trial point along Adam's direction."""
+  del args
+  loss_fn = problem.loss_fn
+  opt = optax.adam(1e-3)
+
+  def step(params, state, x, y):
+    _, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, state = opt.update(grads, state, params)
+    trial = optax.apply_updates(params, updates)
+    keep = jnp.where(loss_fn(trial, x, y) > -1.0, 1.0, 0.0)  # always 1 for a finite CE
+    updates = jax.tree.map(lambda u: keep * u, updates)
+    return optax.apply_updates(params, updates), state, jnp.ones((), jnp.int32)
+
+  return Method(jax.jit(step), opt.init(problem.params), "adam(1e-3) + 1 forward at a trial point")
+
+
+@register("adam_sls_first")
+def _adam_sls_first(problem: Problem, args: argparse.Namespace) -> Method:
+  """Adam + SLS that accepts its first trial."""
+  opt = optax_ls.adam_sls(init_step_size=1e-3, reset_option=0)
+  return optax_method(
+      problem,
+      opt,
+      "optax_ls.adam_sls(init_step_size=1e-3, reset_option=0)",
+      line_search=True,
+      evals_key="num_evals",
+  )
+
+
+@register("adam_sls")
+def _adam_sls(problem: Problem, args: argparse.Namespace) -> Method:
+  """Adam + SLS with the defaults (init_step_size=1, reset_option=1)."""
+  opt = optax_ls.adam_sls(n_batches_per_epoch=args.n_batches)
+  return optax_method(
+      problem,
+      opt,
+      f"optax_ls.adam_sls(n_batches_per_epoch={args.n_batches})",
+      line_search=True,
+      evals_key="num_evals",
+  )
+
+
 # Methods whose first trial must be accepted at every step (checked).
-FIRST_TRIAL_METHODS = ("sls_first", "optax_bt_first")
+FIRST_TRIAL_METHODS = ("sls_first", "optax_bt_first", "adam_sls_first")
 
 # ---------------------------------------------------------------------------
 # Timing.

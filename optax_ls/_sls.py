@@ -348,9 +348,11 @@ def adam_sls(
     nu = optax.tree.update_moment_per_elem_norm(g, state.nu, b2, 2)
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
-    denom = jax.tree.map(lambda v: jnp.sqrt(v) + eps, nu_hat)
-    search_dir = jax.tree.map(lambda gi, di: -gi / di, g, denom)
-    applied_dir = jax.tree.map(lambda mi, di: -mi / di, mu_hat, denom)
+    # One division per entry, shared by both directions (measured faster than
+    # dividing twice in benchmarks/step_overhead.py).
+    inv_denom = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v) + eps), nu_hat)
+    search_dir = jax.tree.map(lambda gi, r: -gi * r, g, inv_denom)
+    applied_dir = jax.tree.map(lambda mi, r: -mi * r, mu_hat, inv_denom)
     slope = _core.real_vdot(g if grad is None else grad, search_dir)
     outcome = _search(h, value_fn, extra_args, params, value, search_dir, slope, state.step_size)
     new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, applied_dir, updates)
