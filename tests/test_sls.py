@@ -287,6 +287,37 @@ def test_goldstein_accepts_only_steps_in_the_goldstein_band(seed, init):
   np.testing.assert_allclose(updates, -eta * g, rtol=1e-5)
 
 
+def test_goldstein_out_of_trials_applies_the_last_sufficient_decrease_step():
+  a, y = _least_squares_data(0)
+  x, yb = _batch(a, y, 0)
+  w = jnp.zeros(DIM)
+  loss, g = jax.value_and_grad(_ls_loss)(w, x, yb)
+  # A tiny first step satisfies sufficient decrease but is too short: Goldstein
+  # wants to grow it, and with one trial allowed the search runs out.
+  opt = optax_ls.sls(line_search_fn="goldstein", reset_option=2, init_step_size=1e-4,
+                     max_backtracking_steps=1)
+  updates, state = opt.update(g, opt.init(w), w, value=loss, value_fn=_ls_loss, x=x, y=yb)
+  s = _sls_state(state)
+  assert bool(s.exhausted) and int(s.num_evals) == 1
+  np.testing.assert_allclose(float(s.learning_rate), 1e-4, rtol=1e-6)
+  np.testing.assert_allclose(updates, -1e-4 * g, rtol=1e-5)
+  np.testing.assert_allclose(float(s.step_size), 2e-4, rtol=1e-6)  # resumes from the grown step
+
+
+def test_bad_inputs_to_update_raise_clear_errors():
+  w = jnp.zeros(DIM)
+  a, y = _least_squares_data(0)
+  x, yb = _batch(a, y, 0)
+  g = jax.grad(_ls_loss)(w, x, yb)
+  opt = optax_ls.sls(reset_option=0)
+  with pytest.raises(ValueError, match="must be a scalar"):
+    opt.update(g, opt.init(w), w, value=jnp.ones(3), value_fn=_ls_loss, x=x, y=yb)
+  with pytest.raises(ValueError, match="needs `params`"):
+    opt.update(g, opt.init(w), None, value=1.0, value_fn=_ls_loss, x=x, y=yb)
+  with pytest.raises(TypeError, match="must be callable"):
+    opt.update(g, opt.init(w), w, value=1.0, value_fn="loss")
+
+
 def test_polyak_momentum_adds_the_previous_update():
   a, y = _least_squares_data(0)
   m = 0.6
