@@ -456,7 +456,7 @@ class _Outcome(NamedTuple):
   exhausted: jax.Array
 
 
-def reset_step_size(h: _Hyper, step_size: jax.Array) -> jax.Array:
+def _reset_step_size(h: _Hyper, step_size: jax.Array) -> jax.Array:
   """The step size of the first trial (Alg. 2 of the paper), inside the bounds."""
   n = h.n_batches_per_epoch
   grown = step_size * (h.gamma ** (1.0 / n) if n is not None else 1.0)
@@ -500,7 +500,7 @@ def _search(
   result = _core.backtracking_search(
       lambda eta: objective(_core.add_step(params, sign * eta, direction)),
       rule,
-      reset_step_size(h, step_size),
+      _reset_step_size(h, step_size),
       max_evals=h.max_backtracking_steps,
       min_step_size=h.min_step_size,
       max_step_size=h.max_step_size,
