@@ -203,6 +203,26 @@ def optax_method(
   return Method(jax.jit(step), opt.init(problem.params), description)
 
 
+def register_line_search(
+    name: str, make: Callable[[argparse.Namespace], optax.GradientTransformation], description: str
+) -> None:
+  """Registers an optax_ls method: ``make(args)`` builds it, ``description`` may use ``{n}``.
+
+  Its train step passes ``value`` and ``value_fn``, and reads ``num_evals``.
+  """
+
+  def builder(problem: Problem, args: argparse.Namespace) -> Method:
+    return optax_method(
+        problem,
+        make(args),
+        description.format(n=args.n_batches),
+        line_search=True,
+        evals_key="num_evals",
+    )
+
+  register(name)(builder)
+
+
 @register("sgd")
 def _sgd(problem: Problem, args: argparse.Namespace) -> Method:
   del args
@@ -251,17 +271,12 @@ def _floor_armijo(problem: Problem, args: argparse.Namespace) -> Method:
   return Method(jax.jit(step), opt.init(problem.params), "floor + Armijo test (slope -<g, g>)")
 
 
-@register("sls_first")
-def _sls_first(problem: Problem, args: argparse.Namespace) -> Method:
-  """SLS that accepts its first trial: a small step kept from call to call."""
-  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches, init_step_size=0.01, reset_option=0)
-  return optax_method(
-      problem,
-      opt,
-      "optax_ls.sls(init_step_size=0.01, reset_option=0)",
-      line_search=True,
-      evals_key="num_evals",
-  )
+# SLS that accepts its first trial: a small step kept from call to call.
+register_line_search(
+    "sls_first",
+    lambda a: optax_ls.sls(n_batches_per_epoch=a.n_batches, init_step_size=0.01, reset_option=0),
+    "optax_ls.sls(init_step_size=0.01, reset_option=0)",
+)
 
 
 @register("optax_bt_first")
@@ -284,43 +299,25 @@ def _optax_bt_first(problem: Problem, args: argparse.Namespace) -> Method:
   )
 
 
-@register("sls_default")
-def _sls_default(problem: Problem, args: argparse.Namespace) -> Method:
-  """SLS with the paper's defaults: init_step_size=1, reset_option=1."""
-  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches)
-  return optax_method(
-      problem,
-      opt,
-      f"optax_ls.sls(n_batches_per_epoch={args.n_batches}) (paper defaults)",
-      line_search=True,
-      evals_key="num_evals",
-  )
+register_line_search(
+    "sls_default",
+    lambda a: optax_ls.sls(n_batches_per_epoch=a.n_batches),
+    "optax_ls.sls(n_batches_per_epoch={n}) (paper defaults)",
+)
 
 
-@register("sls_goldstein")
-def _sls_goldstein(problem: Problem, args: argparse.Namespace) -> Method:
-  """SLS with the Goldstein rule, paper defaults otherwise."""
-  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches, line_search_fn="goldstein")
-  return optax_method(
-      problem,
-      opt,
-      f"optax_ls.sls(n_batches_per_epoch={args.n_batches}, line_search_fn='goldstein')",
-      line_search=True,
-      evals_key="num_evals",
-  )
+register_line_search(
+    "sls_goldstein",
+    lambda a: optax_ls.sls(n_batches_per_epoch=a.n_batches, line_search_fn="goldstein"),
+    "optax_ls.sls(n_batches_per_epoch={n}, line_search_fn='goldstein')",
+)
 
 
-@register("sls_momentum")
-def _sls_momentum(problem: Problem, args: argparse.Namespace) -> Method:
-  """SLS with Polyak momentum 0.6 (the reference SlsAcc)."""
-  opt = optax_ls.sls(n_batches_per_epoch=args.n_batches, momentum=0.6)
-  return optax_method(
-      problem,
-      opt,
-      f"optax_ls.sls(n_batches_per_epoch={args.n_batches}, momentum=0.6)",
-      line_search=True,
-      evals_key="num_evals",
-  )
+register_line_search(
+    "sls_momentum",
+    lambda a: optax_ls.sls(n_batches_per_epoch=a.n_batches, momentum=0.6),
+    "optax_ls.sls(n_batches_per_epoch={n}, momentum=0.6)",
+)
 
 
 @register("adam")
@@ -347,30 +344,18 @@ def _adam_floor(problem: Problem, args: argparse.Namespace) -> Method:
   return Method(jax.jit(step), opt.init(problem.params), "adam(1e-3) + 1 forward at a trial point")
 
 
-@register("adam_sls_first")
-def _adam_sls_first(problem: Problem, args: argparse.Namespace) -> Method:
-  """Adam + SLS that accepts its first trial."""
-  opt = optax_ls.adam_sls(init_step_size=1e-3, reset_option=0)
-  return optax_method(
-      problem,
-      opt,
-      "optax_ls.adam_sls(init_step_size=1e-3, reset_option=0)",
-      line_search=True,
-      evals_key="num_evals",
-  )
+register_line_search(
+    "adam_sls_first",
+    lambda a: optax_ls.adam_sls(init_step_size=1e-3, reset_option=0),
+    "optax_ls.adam_sls(init_step_size=1e-3, reset_option=0)",
+)
 
 
-@register("adam_sls")
-def _adam_sls(problem: Problem, args: argparse.Namespace) -> Method:
-  """Adam + SLS with the defaults (init_step_size=1, reset_option=1)."""
-  opt = optax_ls.adam_sls(n_batches_per_epoch=args.n_batches)
-  return optax_method(
-      problem,
-      opt,
-      f"optax_ls.adam_sls(n_batches_per_epoch={args.n_batches})",
-      line_search=True,
-      evals_key="num_evals",
-  )
+register_line_search(
+    "adam_sls",
+    lambda a: optax_ls.adam_sls(n_batches_per_epoch=a.n_batches),
+    "optax_ls.adam_sls(n_batches_per_epoch={n})",
+)
 
 
 # Methods whose first trial must be accepted at every step (checked).

@@ -43,7 +43,7 @@ def make_step(opt, loss_fn=mlp_loss, pass_grad: bool = True):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
     extra = {"grad": grads} if pass_grad else {}
     updates, state = opt.update(
-        grads, state, params, value=loss, value_fn=loss_fn, batch=batch, **extra
+        grads, state, params, value=loss, value_fn=lambda p: loss_fn(p, batch), **extra
     )
     return optax.apply_updates(params, updates), state, loss
 

@@ -229,9 +229,8 @@ def _mesh() -> Mesh:
   return Mesh(np.array(jax.devices()[:8]), ("data",))
 
 
-@parametrize
-def test_sharded_batch_matches_single_device(method: Method):
-  mesh = _mesh()
+def _assert_sharded_run_matches_single_device(method: Method, mesh: Mesh, loss_fn) -> None:
+  """Five jitted steps on a batch sharded over ``mesh`` equal five on one device."""
   opt = method.make()
   batch = regression_batch(0, n=64)
   params = init_mlp(0)
@@ -239,12 +238,12 @@ def test_sharded_batch_matches_single_device(method: Method):
 
   replicated = NamedSharding(mesh, P())
   sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
-  step = jax.jit(make_step(opt), out_shardings=(replicated, replicated, replicated))
+  assert sharded_batch["x"].sharding.spec == P("data")
+  step = jax.jit(make_step(opt, loss_fn), out_shardings=(replicated, replicated, replicated))
   p = jax.device_put(params, replicated)
   s = jax.device_put(opt.init(params), replicated)
   for _ in range(5):
     p, s, _ = step(p, s, sharded_batch)
-  assert sharded_batch["x"].sharding.spec == P("data")
   chex.assert_trees_all_close(p, single, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(
       optax.tree.get(s, "learning_rate"), optax.tree.get(single_state, "learning_rate"), rtol=1e-5
@@ -252,28 +251,19 @@ def test_sharded_batch_matches_single_device(method: Method):
 
 
 @parametrize
+def test_sharded_batch_matches_single_device(method: Method):
+  """jit + NamedSharding: the loss in value_fn is the global-batch loss."""
+  _assert_sharded_run_matches_single_device(method, _mesh(), mlp_loss)
+
+
+@parametrize
 def test_shard_map_with_pmean_matches_single_device(method: Method):
+  """The per-device style: value_fn is a shard_map whose local losses are pmean-ed."""
   mesh = _mesh()
-  opt = method.make()
-  batch = regression_batch(0, n=64)
-  params = init_mlp(0)
-  single, _, _ = _run(opt, params, batch, steps=5)
 
   def per_device_loss(p, b):
     return jax.lax.pmean(mlp_loss(p, b), "data")
 
   global_loss = jax.shard_map(per_device_loss, mesh=mesh, in_specs=(P(), P("data")),
                               out_specs=P())
-
-  def step(p, s, b):
-    loss, grads = jax.value_and_grad(global_loss)(p, b)
-    updates, s = opt.update(grads, s, p, value=loss, grad=grads,
-                            value_fn=lambda q: global_loss(q, b))
-    return optax.apply_updates(p, updates), s
-
-  step = jax.jit(step)
-  p, s = params, opt.init(params)
-  sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
-  for _ in range(5):
-    p, s = step(p, s, sharded_batch)
-  chex.assert_trees_all_close(p, single, rtol=1e-5, atol=1e-6)
+  _assert_sharded_run_matches_single_device(method, mesh, global_loss)
