@@ -18,7 +18,7 @@ import pytest
 import optax_ls
 from models import MLP
 from train.data import train_batches
-from train.train import cross_entropy
+from train.train import create_state, evaluate, init_params, train_step
 
 pytestmark = pytest.mark.slow
 
@@ -37,43 +37,33 @@ def _mnist_subset():
   return x[:7000], y[:7000], x[7000:], y[7000:]
 
 
-def _train(opt, model, x_train, y_train, epochs: int, batch_size: int):
-  params = model.init(jax.random.PRNGKey(0), x_train[:1])["params"]
-  state = opt.init(params)
-
-  @jax.jit
-  def step(params, state, x, y):
-    def loss_fn(p):
-      return cross_entropy(model.apply({"params": p}, x), y)
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = opt.update(grads, state, params, value=loss, grad=grads, value_fn=loss_fn)
-    return optax.apply_updates(params, updates), state, loss
-
+def _train(opt, model, params, x_train, y_train, epochs: int, batch_size: int):
+  """Trains with the main job's jitted step; returns the state, epoch losses and step sizes."""
+  state = create_state(model, params, opt)
   epoch_losses, step_sizes = [], []
   for epoch in range(epochs):
     losses = []
     for x, y in train_batches(x_train, y_train, batch_size, seed=0, epoch=epoch):
-      params, state, loss = step(params, state, x, y)
-      losses.append(float(loss))
-      step_sizes.append(float(optax.tree.get(state, "learning_rate") or 0.0))
+      state, metrics = train_step(state, x, y)
+      losses.append(float(metrics["loss"]))
+      step_sizes.append(float(metrics.get("learning_rate", 0.0)))
     epoch_losses.append(float(np.mean(losses)))
-  return params, state, epoch_losses, step_sizes
+  return state, epoch_losses, step_sizes
 
 
 def test_sls_trains_an_mlp_on_real_mnist_without_tuning():
   x_train, y_train, x_test, y_test = _mnist_subset()
   batch_size, epochs = 128, 3
   model = MLP(features=(1000,), num_classes=10)
+  params = init_params(model, jax.random.PRNGKey(0), x_train[:1])
   sls = optax_ls.sls(n_batches_per_epoch=len(x_train) // batch_size)
-  params, state, sls_losses, step_sizes = _train(sls, model, x_train, y_train, epochs, batch_size)
-  _, _, sgd_losses, _ = _train(optax.sgd(0.1), model, x_train, y_train, epochs, batch_size)
-  logits = model.apply({"params": params}, x_test)
-  accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
+  state, sls_losses, step_sizes = _train(sls, model, params, x_train, y_train, epochs, batch_size)
+  _, sgd_losses, _ = _train(optax.sgd(0.1), model, params, x_train, y_train, epochs, batch_size)
+  accuracy = float(evaluate(state, x_test, y_test)["accuracy"])
   print(f"MNIST subset, MLP 784-1000-10, {epochs} epochs: sls test accuracy {accuracy:.4f}, "
         f"epoch losses sls {np.round(sls_losses, 3)} sgd(0.1) {np.round(sgd_losses, 3)}")
   assert accuracy > 0.85
   assert sls_losses[-1] < sgd_losses[-1], "untuned sls should beat SGD(0.1) on training loss"
   assert sls_losses[-1] < 0.5 * sls_losses[0]
   assert all(0.0 <= s <= 1e3 for s in step_sizes)
-  assert not bool(optax.tree.get(state, "exhausted"))
+  assert not bool(optax.tree.get(state.opt_state, "exhausted"))
