@@ -29,6 +29,17 @@ class Method:
     invalid: ``(kwargs, argument name)`` pairs that must raise ``ValueError``
       naming the argument at construction.
     injectable: hyperparameters to pass through ``optax.inject_hyperparams``.
+    first_trial: overrides that make the first ``value_fn`` evaluation away
+      from ``params`` of the first update lie at distance ``>= 0.05`` (the
+      non-finite test puts NaN/inf there).
+    evaluates_landing_point: whether the method evaluates the point it moves
+      to before moving (a backtracking search does). Methods that step to a
+      computed point without evaluating it (PAL, LABPAL) set False: the
+      non-finite test then requires a zero update instead of a decrease.
+    update_kwargs: ``(loss_fn, batch) -> dict`` of extra keyword arguments for
+      ``update`` (e.g. a ``metric_fn``), added by ``problems.make_step``.
+    min_evals: the least ``num_evals`` a step reports after three steps on
+      the test problem (0 for methods whose training calls evaluate nothing).
   """
 
   name: str
@@ -36,6 +47,12 @@ class Method:
   kwargs: dict[str, Any]
   invalid: tuple[tuple[dict[str, Any], str], ...] = ()
   injectable: tuple[str, ...] = ()
+  first_trial: dict[str, Any] = dataclasses.field(
+      default_factory=lambda: {"init_step_size": 1.0, "reset_option": 2}
+  )
+  evaluates_landing_point: bool = True
+  update_kwargs: Callable[[Callable[..., Any], Any], dict[str, Any]] | None = None
+  min_evals: int = 1
 
   def make(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
     return self.factory(**{**self.kwargs, **overrides})

@@ -36,12 +36,18 @@ def mlp_loss(params, batch):
   return jnp.mean((pred - batch["y"]) ** 2)
 
 
-def make_step(opt, loss_fn=mlp_loss, pass_grad: bool = True):
-  """The train step every test uses: value_and_grad, update, apply."""
+def make_step(opt, loss_fn=mlp_loss, pass_grad: bool = True, update_kwargs=None):
+  """The train step every test uses: value_and_grad, update, apply.
+
+  ``update_kwargs(loss_fn, batch) -> dict`` adds keyword arguments to
+  ``update`` (e.g. the ``metric_fn`` of a search on a metric).
+  """
 
   def step(params, state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
     extra = {"grad": grads} if pass_grad else {}
+    if update_kwargs is not None:
+      extra.update(update_kwargs(loss_fn, batch))
     updates, state = opt.update(
         grads, state, params, value=loss, value_fn=lambda p: loss_fn(p, batch), **extra
     )

@@ -37,7 +37,10 @@ def test_nnx_optimizer_forwards_value_fn(method: Method):
     def value_fn(params):  # the loss as a function of the parameters alone
       return loss_fn(nnx.merge(graphdef, params, rest))
 
-    optimizer.update(model, grads, value=loss, grad=grads, value_fn=value_fn)
+    extra = {}
+    if method.update_kwargs is not None:  # the registry's kwargs take (loss_fn, batch)
+      extra = method.update_kwargs(lambda p, _: value_fn(p), None)
+    optimizer.update(model, grads, value=loss, grad=grads, value_fn=value_fn, **extra)
     return loss
 
   losses = [float(train_step(model, optimizer, x, y)) for _ in range(30)]
