@@ -76,12 +76,15 @@ class Problem(NamedTuple):
     loss_fn: ``(params, x, y) -> scalar`` mean loss on the mini-batch.
     batches: a list of ``(x, y)`` device arrays, cycled through by the steps.
     description: one line for the report.
+    logits_fn: ``(params, x) -> logits`` for a classifier (else None), for the
+      searches on a metric of the logits (sa-SLS).
   """
 
   params: Any
   loss_fn: Callable[[Any, jax.Array, jax.Array], jax.Array]
   batches: list[tuple[jax.Array, jax.Array]]
   description: str
+  logits_fn: Callable[[Any, jax.Array], jax.Array] | None = None
 
 
 def _random_batches(
@@ -115,7 +118,10 @@ def _classifier_problem(
     logits = module.apply({"params": params}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  return Problem(params, loss_fn, batches, description)
+  def logits_fn(params: Any, x: jax.Array) -> jax.Array:
+    return module.apply({"params": params}, x)
+
+  return Problem(params, loss_fn, batches, description, logits_fn)
 
 
 def mlp_problem(args: argparse.Namespace) -> Problem:
@@ -144,11 +150,14 @@ class Method(NamedTuple):
     step: ``jax.jit``-ed ``(params, state, x, y) -> (params, state, evals)``.
     init_state: the optimizer state for the problem's initial parameters.
     description: one line for the report.
+    init_params: the parameters the timed steps start from (None: the
+      problem's initial parameters).
   """
 
   step: StepFn
   init_state: Any
   description: str
+  init_params: Any = None
 
 
 METHODS: dict[str, Callable[[Problem, argparse.Namespace], Method]] = {}
@@ -320,6 +329,59 @@ register_line_search(
 )
 
 
+@register("floor_momentum")
+def _floor_momentum(problem: Problem, args: argparse.Namespace) -> Method:
+  """The floor with momentum 0.4: the least a search along PAL's adapted direction can cost.
+
+  PAL's default direction ``d_t = -g_t + 0.4 d_{t-1}`` reads and writes a
+  parameter-sized buffer, as SGD with momentum does.
+  """
+  del args
+  loss_fn = problem.loss_fn
+  opt = optax.sgd(0.1, momentum=0.4)
+
+  def step(params, state, x, y):
+    _, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, state = opt.update(grads, state, params)
+    trial = optax.apply_updates(params, updates)
+    keep = jnp.where(loss_fn(trial, x, y) > -1.0, 1.0, 0.0)  # always 1 for a finite CE
+    updates = jax.tree.map(lambda u: keep * u, updates)
+    return optax.apply_updates(params, updates), state, jnp.ones((), jnp.int32)
+
+  return Method(
+      jax.jit(step), opt.init(problem.params), "sgd(0.1, momentum=0.4) + 1 forward at a trial point"
+  )
+
+
+register_line_search(
+    "pal",
+    lambda a: optax_ls.pal(),
+    "optax_ls.pal() (paper defaults: mu=0.1, alpha=1, beta=0.4; 1 value_fn call)",
+)
+
+
+register_line_search(
+    "pal_beta0",
+    lambda a: optax_ls.pal(direction_adaptation=0.0),
+    "optax_ls.pal(direction_adaptation=0.0): no direction buffer",
+)
+
+
+# LABPAL amortised over whole cycles: one measuring call (zero update, two
+# value_fn calls) and `--inner` - 1 training calls, so that every timed loop of
+# `--inner` calls is exactly one cycle (`--inner` >= 2). The defaults' share of
+# measuring calls, 10 in 1010, is `--inner 101`; a smaller `--inner` measures
+# more often and overstates the overhead.
+for _mode in ("sgd", "nsgd"):
+  register_line_search(
+      f"labpal_{_mode}",
+      lambda a, mode=_mode: optax_ls.labpal(
+          mode=mode, approx_batches=1, n_sgd=max(a.inner - 1, 1)
+      ),
+      f"optax_ls.labpal(mode='{_mode}', approx_batches=1, n_sgd=inner-1): one cycle per loop",
+  )
+
+
 @register("adam")
 def _adam(problem: Problem, args: argparse.Namespace) -> Method:
   del args
@@ -358,6 +420,145 @@ register_line_search(
 )
 
 
+# SaLSa with the speed-up searches at every update until its two step-size
+# averages fill (L reaches 10 after about 740 updates at a constant step size),
+# so its rows are timed from the parameters and state after SALSA_WARMUP
+# untimed steps: the regime of the paper's "longer runs".
+SALSA_WARMUP = 1000
+
+
+def register_warmed_line_search(
+    name: str,
+    make: Callable[[argparse.Namespace], optax.GradientTransformation],
+    description: str,
+    warmup: int,
+) -> None:
+  """Like ``register_line_search``, timed from the params and state after ``warmup`` steps."""
+
+  def builder(problem: Problem, args: argparse.Namespace) -> Method:
+    inner = optax_method(problem, make(args), description, line_search=True,
+                         evals_key="num_evals")
+    params, state = problem.params, inner.init_state
+    for i in range(warmup):
+      x, y = problem.batches[i % len(problem.batches)]
+      params, state, _ = inner.step(params, state, x, y)
+    return inner._replace(init_state=state, init_params=jax.block_until_ready(params))
+
+  register(name)(builder)
+
+
+register_warmed_line_search(
+    "salsa",
+    lambda a: optax_ls.salsa(),
+    f"optax_ls.salsa() (paper defaults, speed-up on), after {SALSA_WARMUP} untimed steps",
+    SALSA_WARMUP,
+)
+
+
+register_warmed_line_search(
+    "salsa_steady",
+    lambda a: optax_ls.salsa(increase_factor=1.0),
+    f"optax_ls.salsa(increase_factor=1.0): a steady step size (L = 10), after {SALSA_WARMUP} "
+    "untimed steps",
+    SALSA_WARMUP,
+)
+
+
+register_warmed_line_search(
+    "salsa_unchecked",
+    lambda a: optax_ls.salsa(increase_factor=1.0, check_gradient=False),
+    "salsa_steady with check_gradient=False: updates between searches check only the loss",
+    SALSA_WARMUP,
+)
+
+
+register_line_search(
+    "salsa_no_speedup",
+    lambda a: optax_ls.salsa(speed_up=False),
+    "optax_ls.salsa(speed_up=False): a search at every update",
+)
+
+
+register_warmed_line_search(
+    "adam_salsa",
+    lambda a: optax_ls.adam_salsa(),
+    f"optax_ls.adam_salsa() (paper defaults, speed-up on), after {SALSA_WARMUP} untimed steps",
+    SALSA_WARMUP,
+)
+
+
+register_line_search(
+    "l_sls",
+    lambda a: optax_ls.l_sls(n_batches_per_epoch=a.n_batches),
+    "optax_ls.l_sls(n_batches_per_epoch={n}): SLS with a finite-difference slope (+1 forward)",
+)
+
+
+def register_metric_line_search(
+    name: str,
+    make: Callable[[argparse.Namespace], optax.GradientTransformation],
+    description: str,
+    metric: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    metric_from_forward: bool = False,
+) -> None:
+  """Registers a search on ``metric(logits, labels)`` (sa-SLS, a-SLS).
+
+  Its train step passes ``metric_fn`` (the metric of the model's logits on the
+  batch) besides ``value`` and ``value_fn``, and reads ``num_evals``, which
+  counts every metric evaluation of the update: the one at ``params``, the one
+  at the finite-difference point and the trials. With ``metric_from_forward``
+  the step takes the logits of the training forward pass (``has_aux``) and
+  passes the metric there as ``metric_value``: one evaluation less.
+  """
+
+  def builder(problem: Problem, args: argparse.Namespace) -> Method:
+    if problem.logits_fn is None:
+      raise ValueError(f"{name} needs a classifier: problem {problem.description!r} has no logits.")
+    opt = make(args)
+    loss_fn, logits_fn = problem.loss_fn, problem.logits_fn
+
+    def loss_and_logits(params, x, y):
+      logits = logits_fn(params, x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+    def step(params, state, x, y):
+      kwargs = {}
+      if metric_from_forward:
+        (value, logits), grads = jax.value_and_grad(loss_and_logits, has_aux=True)(params, x, y)
+        kwargs["metric_value"] = metric(logits, y)
+      else:
+        value, grads = jax.value_and_grad(loss_fn)(params, x, y)
+      updates, state = opt.update(
+          grads, state, params, value=value, value_fn=lambda p: loss_fn(p, x, y),
+          metric_fn=lambda p: metric(logits_fn(p, x), y), **kwargs
+      )
+      params = optax.apply_updates(params, updates)
+      return params, state, jnp.asarray(optax.tree.get(state, "num_evals"), jnp.int32)
+
+    return Method(jax.jit(step), opt.init(problem.params), description.format(n=args.n_batches))
+
+  register(name)(builder)
+
+
+register_metric_line_search(
+    "sa_sls",
+    lambda a: optax_ls.sa_sls(n_batches_per_epoch=a.n_batches),
+    "optax_ls.sa_sls(n_batches_per_epoch={n}) on smooth_accuracy(logits, y): metric at w, "
+    "w - eps g and trials",
+    optax_ls.smooth_accuracy,
+)
+
+
+register_metric_line_search(
+    "sa_sls_aux",
+    lambda a: optax_ls.sa_sls(n_batches_per_epoch=a.n_batches),
+    "sa_sls with metric_value from the training forward's logits (has_aux): 1 forward less",
+    optax_ls.smooth_accuracy,
+    metric_from_forward=True,
+)
+
+
 # Methods whose first trial must be accepted at every step (checked).
 FIRST_TRIAL_METHODS = ("sls_first", "optax_bt_first", "adam_sls_first")
 
@@ -372,7 +573,7 @@ class _Runner:
   def __init__(self, method: Method, problem: Problem):
     self.method = method
     self.batches = problem.batches
-    self.params = problem.params
+    self.params = problem.params if method.init_params is None else method.init_params
     self.state = method.init_state
     self.index = 0
     self.evals: list[jax.Array] = []

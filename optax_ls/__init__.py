@@ -13,6 +13,18 @@ whose ``update`` takes the mini-batch objective as ``value_fn``::
 """
 
 from optax_ls._core import SearchResult, backtracking_search
+from optax_ls._labpal import ScaleByLabpalState, labpal, scale_by_labpal
+from optax_ls._metric_sls import (
+    ScaleByMetricSlsState,
+    a_sls,
+    accuracy,
+    l_sls,
+    sa_sls,
+    scale_by_metric_sls,
+    smooth_accuracy,
+)
+from optax_ls._pal import ScaleByPalState, pal, scale_by_pal
+from optax_ls._salsa import AdamSalsaState, ScaleBySalsaState, adam_salsa, salsa, scale_by_salsa
 from optax_ls._sls import (
     AdamSlsState,
     ScaleBySlsState,
@@ -24,11 +36,29 @@ from optax_ls._sls import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdamSalsaState",
     "AdamSlsState",
+    "ScaleByLabpalState",
+    "ScaleByMetricSlsState",
+    "ScaleByPalState",
+    "ScaleBySalsaState",
     "ScaleBySlsState",
     "SearchResult",
+    "a_sls",
+    "accuracy",
+    "adam_salsa",
     "adam_sls",
     "backtracking_search",
+    "l_sls",
+    "labpal",
+    "pal",
+    "sa_sls",
+    "salsa",
+    "scale_by_labpal",
+    "scale_by_metric_sls",
+    "scale_by_pal",
+    "scale_by_salsa",
     "scale_by_sls",
     "sls",
+    "smooth_accuracy",
 ]

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 import optax_ls
@@ -73,6 +74,60 @@ _SLS_INVALID = (
     ({"init_step_size": 1e4, "max_step_size": 10.0}, "init_step_size"),
 )
 
+_SALSA_INVALID = (
+    ({"c": 0.0}, "c"),
+    ({"c": 1.0}, "c"),
+    ({"b3": 1.0}, "b3"),
+    ({"b3": -0.1}, "b3"),
+    ({"decrease_factor": 1.0}, "decrease_factor"),
+    ({"increase_factor": 0.9}, "increase_factor"),
+    ({"init_step_size": 0.0}, "init_step_size"),
+    ({"init_step_size": 1e4, "max_step_size": 10.0}, "init_step_size"),
+    ({"min_step_size": 0.0}, "min_step_size"),
+    ({"max_backtracking_steps": 0}, "max_backtracking_steps"),
+    ({"max_search_interval": 0}, "max_search_interval"),
+    ({"max_search_interval": 2.5}, "max_search_interval"),
+    ({"speed_up": 1}, "speed_up"),
+)
+
+_LABPAL_INVALID = (
+    ({"mode": "adam"}, "mode"),
+    ({"approx_batches": 0}, "approx_batches"),
+    ({"n_sgd": 2.5}, "n_sgd"),
+    ({"alpha": 0.0}, "alpha"),
+    ({"max_step_size": -1.0}, "max_step_size"),
+    ({"measure_points": (1e-2, 1e-4)}, "measure_points"),
+    ({"momentum": 1.0}, "momentum"),
+    ({"t_max": 0}, "t_max"),
+    ({"batch_schedule": ((0.75, 2), (0.5, 4))}, "batch_schedule"),
+    ({"batch_schedule": ((0.5, 0),)}, "batch_schedule"),
+    ({"dataset_size": 50_000}, "batch_size"),
+    ({"dataset_size": 50_000, "batch_size": 0}, "batch_size"),
+)
+
+_METRIC_SLS_INVALID = _SLS_INVALID + (
+    ({"eps": 0.0}, "eps"),
+    ({"require_improvement": "yes"}, "require_improvement"),
+)
+
+
+def _smooth_metric(loss_fn: Callable[..., Any], batch: Any) -> dict[str, Any]:
+  """sa-SLS's maximised metric on a regression problem: ``exp(-loss)``, smooth, in (0, 1]."""
+  return {"metric_fn": lambda p: jnp.exp(-loss_fn(p, batch))}
+
+
+def _step_metric(loss_fn: Callable[..., Any], batch: Any, levels: int = 64) -> dict[str, Any]:
+  """a-SLS's maximised metric: ``exp(-loss)`` rounded down to a multiple of ``1 / levels``.
+
+  Piecewise constant with a zero derivative almost everywhere, like the
+  accuracy of ``levels`` examples. It is built from the loss alone because the
+  suites call ``update_kwargs`` with any ``loss_fn`` (flax modules, a poisoned
+  loss, ``batch=None``); it is non-finite wherever the loss is NaN or -inf and
+  0 (the worst value) where it is +inf.
+  """
+  return {"metric_fn": lambda p: jnp.floor(levels * jnp.exp(-loss_fn(p, batch))) / levels}
+
+
 METHODS: tuple[Method, ...] = (
     Method(
         name="sls",
@@ -111,5 +166,94 @@ METHODS: tuple[Method, ...] = (
             ({"eps": 0.0}, "eps"),
         ),
         injectable=("init_step_size", "c", "b1", "b2"),
+    ),
+    Method(
+        name="pal",
+        factory=optax_ls.pal,
+        kwargs={},
+        invalid=(
+            ({"measuring_step": 0.0}, "measuring_step"),
+            ({"update_step_adaptation": -1.0}, "update_step_adaptation"),
+            ({"direction_adaptation": 1.5}, "direction_adaptation"),
+            ({"direction_adaptation": -0.1}, "direction_adaptation"),
+            ({"max_step": 0.0}, "max_step"),
+        ),
+        injectable=("measuring_step", "update_step_adaptation", "direction_adaptation"),
+        # The measuring point lies 0.1 from params; PAL steps without evaluating.
+        first_trial={"measuring_step": 0.1},
+        evaluates_landing_point=False,
+    ),
+    # SaLSa searches at every update until its step-size averages fill (L = 1
+    # for the first ~90 searches), so the suite's few steps all search.
+    Method(
+        name="salsa",
+        factory=optax_ls.salsa,
+        kwargs={},
+        invalid=_SALSA_INVALID,
+        injectable=("init_step_size", "c", "b3", "decrease_factor", "max_search_interval"),
+        first_trial={"init_step_size": 1.0},
+    ),
+    Method(
+        name="salsa_no_speedup",
+        factory=optax_ls.salsa,
+        kwargs={"speed_up": False},
+        invalid=(
+            ({"require_decrease": "yes"}, "require_decrease"),
+            ({"check_gradient": None}, "check_gradient"),
+        ),
+        injectable=("c", "b3", "increase_factor"),
+        first_trial={"init_step_size": 1.0},
+    ),
+    Method(
+        name="adam_salsa",
+        factory=optax_ls.adam_salsa,
+        kwargs={"init_step_size": 0.1},
+        invalid=_SALSA_INVALID
+        + (
+            ({"b1": 1.0}, "b1"),
+            ({"b2": -0.1}, "b2"),
+            ({"eps": 0.0}, "eps"),
+        ),
+        injectable=("init_step_size", "c", "b3", "b1", "b2"),
+        first_trial={"init_step_size": 1.0},
+    ),
+    *(
+        Method(
+            name=f"labpal_{mode}",
+            factory=optax_ls.labpal,
+            # Cycles of 2 measuring calls (zero updates) and 5 updates: the
+            # suite's 30 steps span 4 fits, and step 3 is an update.
+            kwargs={"mode": mode, "approx_batches": 2, "n_sgd": 5},
+            invalid=_LABPAL_INVALID,
+            injectable=("alpha", "max_step_size", "n_sgd", "approx_batches"),
+            # The first value_fn call measures at s1 = 0.1 from params.
+            first_trial={"measure_points": (0.1, 0.2)},
+            evaluates_landing_point=False,
+            min_evals=0,  # training calls evaluate nothing
+        )
+        for mode in ("sgd", "nsgd")
+    ),
+    Method(
+        name="l_sls",
+        factory=optax_ls.l_sls,
+        kwargs={"n_batches_per_epoch": 10},
+        invalid=_METRIC_SLS_INVALID,
+        injectable=("init_step_size", "c", "decrease_factor", "gamma", "eps"),
+    ),
+    Method(
+        name="sa_sls",
+        factory=optax_ls.sa_sls,
+        kwargs={"n_batches_per_epoch": 10},
+        invalid=_METRIC_SLS_INVALID,
+        injectable=("init_step_size", "c", "decrease_factor", "eps"),
+        update_kwargs=_smooth_metric,
+    ),
+    Method(
+        name="a_sls",
+        factory=optax_ls.a_sls,
+        kwargs={"n_batches_per_epoch": 10},
+        invalid=_METRIC_SLS_INVALID,
+        injectable=("init_step_size", "c", "decrease_factor", "eps"),
+        update_kwargs=_step_metric,
     ),
 )

@@ -14,37 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optax_ls
-
-# ---------------------------------------------------------------------------
-# Mini-batch least squares, in float32 for JAX and float64 for NumPy.
-# ---------------------------------------------------------------------------
-
-N, DIM, BATCH = 256, 10, 32
-BATCHES_PER_EPOCH = N // BATCH
-
-
-def _least_squares_data(seed: int):
-  rng = np.random.default_rng(seed)
-  a = rng.normal(size=(N, DIM)) * np.linspace(0.5, 3.0, DIM)  # ill-conditioned columns
-  y = a @ rng.normal(size=DIM) + 0.3 * rng.normal(size=N)
-  return a.astype(np.float32), y.astype(np.float32)
-
-
-def _ls_loss(w, x, y):
-  return 0.5 * jnp.mean((x @ w - y) ** 2)
-
-
-def _np_loss(w, x, y):
-  return 0.5 * np.mean((x @ w - y) ** 2)
-
-
-def _np_grad(w, x, y):
-  return x.T @ (x @ w - y) / len(y)
-
-
-def _batch(a, y, t):
-  i = (t % BATCHES_PER_EPOCH) * BATCH
-  return a[i : i + BATCH], y[i : i + BATCH]
+from tests.least_squares import (
+    BATCHES_PER_EPOCH,
+    DIM,
+)
+from tests.least_squares import batch as _batch
+from tests.least_squares import least_squares_data as _least_squares_data
+from tests.least_squares import ls_loss as _ls_loss
+from tests.least_squares import np_grad as _np_grad
+from tests.least_squares import np_loss as _np_loss
 
 
 @functools.cache

@@ -1,0 +1,776 @@
+"""SaLSa: the stable Armijo line search adaptation, for SGD and Adam directions.
+
+Reference:
+  Kenneweg, Kenneweg, Fumagalli, Hammer, "No learning rates needed:
+  Introducing SALSA - Stable Armijo Line Search Adaptation", IJCNN 2024
+  (seed 001), Sec. III, Eq. 4-11, Sec. III.D (speed-up) and III.E (defaults).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_ls import _core
+
+# The decays of the two step-size averages of the speed-up (Sec. III.D, Eq. 9).
+_FAST_DECAY = 0.9
+_SLOW_DECAY = 0.99
+
+
+class ScaleBySalsaState(NamedTuple):
+  r"""State of :func:`scale_by_salsa` and :func:`salsa`.
+
+  Attributes:
+    learning_rate: the step size applied in the last update (float32): the
+      accepted step after a search, the reused step between searches, 0 when
+      the last update made no step (see ``exhausted``).
+    step_size: the last accepted step size: reused between searches; the next
+      search starts from it times ``increase_factor``.
+    num_evals: how many times ``value_fn`` ran in the last update (int32); 0
+      on an update that did not search.
+    exhausted: whether the last search ended without an acceptable step
+      (trial budget or ``min_step_size`` reached).
+    decrease_avg: :math:`h`, the exponential average of the loss decrease
+      :math:`f_B(w) - f_B(w + \eta d)` of the accepted steps (Eq. 5).
+    norm_avg: :math:`s`, the exponential average of the gradient norm
+      :math:`-\langle g, d\rangle` (:math:`\|g\|^2` for SGD) of the searches
+      (Eq. 5).
+    step_size_fast: the exponential average (decay 0.9) of the accepted step
+      sizes (Eq. 8), updated after each accepted search.
+    step_size_slow: the same with decay 0.99.
+    search_interval: :math:`L`, a search runs every ``search_interval``
+      updates (Eq. 9-11; int32 in ``[1, max_search_interval]``); tracked but
+      unused when ``speed_up=False``.
+    steps_since_search: updates made since the last one that searched (int32;
+      0 when the last update searched).
+  """
+
+  learning_rate: jax.Array
+  step_size: jax.Array
+  num_evals: jax.Array
+  exhausted: jax.Array
+  decrease_avg: jax.Array
+  norm_avg: jax.Array
+  step_size_fast: jax.Array
+  step_size_slow: jax.Array
+  search_interval: jax.Array
+  steps_since_search: jax.Array
+
+
+class AdamSalsaState(NamedTuple):
+  r"""State of :func:`adam_salsa`.
+
+  Attributes:
+    count: number of updates made (int32), for Adam's bias correction.
+    mu: first moment of the gradients.
+    nu: second moment of the gradients.
+    learning_rate: the step size applied in the last update (0 if none).
+    step_size: the last accepted step size (see :class:`ScaleBySalsaState`).
+    num_evals: how many times ``value_fn`` ran in the last update (int32).
+    exhausted: whether the last search ended without an acceptable step.
+    decrease_avg: :math:`h`, the averaged loss decrease (Eq. 5).
+    norm_avg: :math:`s`, the averaged preconditioned gradient norm
+      :math:`\sum_i g_i^2 / (\sqrt{\hat v_i} + \epsilon)` (Eq. 7).
+    step_size_fast: the 0.9 average of the accepted step sizes (Eq. 8).
+    step_size_slow: the 0.99 average of the accepted step sizes.
+    search_interval: :math:`L`, the search interval (Eq. 11; int32).
+    steps_since_search: updates made since the last one that searched (int32).
+  """
+
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  learning_rate: jax.Array
+  step_size: jax.Array
+  num_evals: jax.Array
+  exhausted: jax.Array
+  decrease_avg: jax.Array
+  norm_avg: jax.Array
+  step_size_fast: jax.Array
+  step_size_slow: jax.Array
+  search_interval: jax.Array
+  steps_since_search: jax.Array
+
+
+class _Hyper(NamedTuple):
+  init_step_size: Any
+  c: Any
+  b3: Any
+  decrease_factor: Any
+  increase_factor: Any
+  speed_up: bool
+  max_search_interval: Any
+  max_backtracking_steps: Any
+  require_decrease: bool
+  min_step_size: Any
+  max_step_size: Any
+  check_gradient: bool
+
+
+def scale_by_salsa(
+    init_step_size: float = 1.0,
+    c: float = 0.3,
+    b3: float = 0.99,
+    decrease_factor: float = 0.9,
+    increase_factor: float = 2.0 ** (1.0 / 500),
+    speed_up: bool = True,
+    max_search_interval: int = 10,
+    max_backtracking_steps: int = 100,
+    require_decrease: bool = False,
+    min_step_size: float = 1e-8,
+    max_step_size: float = 1e3,
+    check_gradient: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Scales a descent direction by SaLSa, the stable Armijo line search adaptation.
+
+  The incoming ``updates`` are a descent direction :math:`d_k` (``-g_k`` for
+  SGD), with slope :math:`\langle g_k, d_k\rangle < 0`, and the update is
+  :math:`\eta_k d_k`. SaLSa smooths both sides of the Armijo condition
+  :math:`f_B(w) - f_B(w + \eta d) \ge c\,\eta\,(-\langle g, d\rangle)` over
+  the mini-batches with exponential averages (Eq. 4-6):
+
+  .. math::
+    h_k &= \beta_3 h_{k-1} + (1 - \beta_3)\,(f_k(w_k) - f_k(w_k + \eta_k d_k)),\\
+    s_k &= \beta_3 s_{k-1} + (1 - \beta_3)\,(-\langle g_k, d_k\rangle),\\
+    &\text{accept } \eta_k \text{ when } h_k \ge c\,\eta_k\,s_k,
+
+  with :math:`-\langle g_k, d_k\rangle = \|g_k\|^2` for SGD and
+  :math:`\sum_i g_{k,i}^2 / (\sqrt{\hat v_{k,i}} + \epsilon)` for Adam (Eq. 7).
+  A search starts from :math:`\eta_{k-1}` times ``increase_factor`` (the
+  paper's :math:`2^{1/b}`, :math:`b = 500`) and multiplies the step by
+  ``decrease_factor`` (0.9) until the smoothed condition holds, all on the
+  same mini-batch inside one :func:`jax.lax.while_loop`.
+
+  What enters the averages: every trial :math:`\eta` is tested with
+  :math:`h = \beta_3 h_{k-1} + (1-\beta_3)(f_B(w) - f_B(w + \eta d))` and the
+  search's :math:`s_k`; only the accepted trial is committed to :math:`h`, and
+  :math:`s_k` is committed with it. :math:`h` and :math:`s` start at 0 and are
+  updated once per accepted search, never on updates that do not search, so
+  both count the same searches: their zero start is then the same as a bias
+  correction (it cancels in :math:`h \ge c\eta s`), and the first search is
+  the plain Armijo condition.
+
+  Speed-up (Sec. III.D, ``speed_up=True``): after each accepted search the
+  step size enters two exponential averages,
+  :math:`\bar\eta \leftarrow \beta\bar\eta + (1-\beta)\eta` with
+  :math:`\beta = 0.9` and :math:`0.99` (both starting at 0, as in the authors'
+  code); with :math:`r = \bar\eta(0.9)/\bar\eta(0.99)`, inverted when below 1,
+  the next search runs :math:`L` updates later,
+
+  .. math::
+    L = \operatorname{clip}(\operatorname{round}(1 / (r - 1)),\ 1,\ L_{max}),
+
+  :math:`L_{max}` = ``max_search_interval`` (10). Between searches the last
+  accepted step size is applied without evaluating anything (no ``value_fn``
+  call, no growth): an update that does not search costs about an SGD step.
+  The growth by ``increase_factor`` happens before each search, so with
+  :math:`L = 10` the step size grows at most that much per 10 updates; and a
+  sudden rise of the curvature between two searches meets the old step size
+  for up to :math:`L - 1` updates before a search sees it.
+
+  The zero start of the step-size averages is a warm-up: with a constant step
+  size :math:`r` falls from 10 towards 1 as the 0.99 average fills, so
+  searches run every update at first, every 2 updates after about 90
+  searches, and every 10 updates only after about 230 searches (about 740
+  updates); a sudden change of the step size brings :math:`L` back down. The
+  paper's "3% overhead for longer runs" is the regime after that warm-up. A
+  step size that only grows (every search accepts its first trial) keeps
+  :math:`r` near :math:`2^{90/500} \approx 1.12` and :math:`L` at 8; growing
+  by ``increase_factor`` per update rather than per search would keep
+  :math:`r` far above 1 and undo the speed-up.
+
+  Robustness, beyond the paper (none of it changes a healthy search):
+
+  * step sizes stay in ``[min_step_size, max_step_size]``;
+  * a search that ends without an acceptable step (``max_backtracking_steps``
+    trials, or a step below ``min_step_size``) makes no step, reports
+    ``exhausted``, leaves :math:`h`, :math:`s` and the step-size averages as
+    they were, resumes from where it stopped and searches again at the next
+    update;
+  * a non-finite trial value counts as a failed trial (its decrease is
+    :math:`-\infty`) and never reaches the weights;
+  * a non-finite ``value`` or slope, a zero direction or one that is not a
+    descent direction (:math:`\langle g, d\rangle \ge 0`) gives a zero update,
+    runs no trial and changes nothing but ``steps_since_search``; an update
+    that does not search checks ``value`` and the slope (:func:`adam_salsa`:
+    the gradient) in the same way, so a non-finite gradient still gives a
+    zero update, but it does not evaluate the landing point: a reused step is
+    applied as it is, as in the paper. That check reads the gradient once
+    more; on XLA:CPU it also keeps the update from being fused into the
+    gradient's matrix product, about 6% of an SGD step on the benchmark MLP
+    (``benchmarks/step_overhead.py``, rows ``salsa_steady`` and ``salsa_unchecked``).
+    ``check_gradient=False`` drops it from the updates that do not search
+    (searches always check): those then check ``value`` alone and apply a
+    non-finite gradient with a finite loss as SGD would.
+
+  Differences from the authors' code (github TheMody/No-learning-rates-needed-
+  Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation), not copied here:
+  it defaults to ``c=0.5``, ``b3=0.9``, ``increase_factor=1.1`` and
+  ``decrease_factor=0.8`` (the paper: 0.3, 0.99, :math:`2^{1/500}`, 0.9;
+  pass those values to use them here); between searches it applies the last
+  step times 1.1 (once, not compounded); it accepts any trial whose loss equals the
+  current loss exactly; when the loss or :math:`s` is below 1e-8 it skips the
+  search and applies the step grown by 1.1, without bound; its Adam search
+  trials use the momentum-free direction and leave the weights there, while
+  its updates between searches use the momentum direction (here every update
+  of :func:`adam_salsa` uses the momentum direction); it commits
+  :math:`s_k` before the search even if the search then fails; it searches at
+  each of the first 10 updates and uses :math:`L = \min(10, 1/(r-1))` without
+  rounding; after 100 failed trials it keeps the last one. Sec. III.C's
+  convergence theorem also asks that each accepted step decreases the loss;
+  the paper does not enforce it in its experiments, and neither do we by
+  default (``require_decrease=True`` does).
+
+  Args:
+    init_step_size: the step size before the first search.
+    c: the sufficient decrease constant, in (0, 1) (paper: 0.3).
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1)
+      (paper: 0.99; 0 gives the plain Armijo condition).
+    decrease_factor: backtracking factor, in (0, 1).
+    increase_factor: growth of the step size before each search, at least 1.
+    speed_up: search only every :math:`L` updates (Sec. III.D); False searches
+      at every update.
+    max_search_interval: :math:`L_{max}`, a positive integer (paper: 10).
+    max_backtracking_steps: the largest number of trials per search.
+    require_decrease: also require :math:`f_B(w + \eta d) \le f_B(w)` of an
+      accepted step (the condition of the paper's convergence theorem).
+    min_step_size: the smallest step size tried.
+    max_step_size: the largest step size.
+    check_gradient: check the gradient on the updates that do not search too
+      (a zero update for a non-finite one); see the robustness notes.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
+    keyword arguments ``value_fn`` (required: ``value_fn(params, **kwargs)``
+    returns the mini-batch loss), ``value`` (the loss at ``params``; computed
+    with one extra call of ``value_fn`` on updates that search when omitted),
+    ``grad`` (the gradient for the slope :math:`\langle g, d\rangle`; defaults
+    to ``-updates``) and any keyword arguments of ``value_fn``, which are
+    passed on to it. Its state is a :class:`ScaleBySalsaState`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w, x, y):
+    ...   return jnp.mean((x @ w - y) ** 2)
+    >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
+    >>> y = jnp.array([1.0, 2.0, 0.0])
+    >>> opt = optax.chain(optax.scale(-1.0), optax_ls.scale_by_salsa())
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+    ...   updates, state = opt.update(g, state, w, value=loss, grad=g,
+    ...                               value_fn=loss_fn, x=x, y=y)
+    ...   return optax.apply_updates(w, updates), state
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(30):
+    ...   w, state = step(w, state)
+    >>> bool(loss_fn(w, x, y) < 0.01)
+    True
+
+  References:
+    Kenneweg et al., No learning rates needed: Introducing SALSA - Stable
+    Armijo Line Search Adaptation, IJCNN 2024, Sec. III.
+  """
+  # Every argument of this function is a hyperparameter of the transformation.
+  return _salsa_transformation("scale_by_salsa", 1.0, **locals())
+
+
+def salsa(
+    init_step_size: float = 1.0,
+    c: float = 0.3,
+    b3: float = 0.99,
+    decrease_factor: float = 0.9,
+    increase_factor: float = 2.0 ** (1.0 / 500),
+    speed_up: bool = True,
+    max_search_interval: int = 10,
+    max_backtracking_steps: int = 100,
+    require_decrease: bool = False,
+    min_step_size: float = 1e-8,
+    max_step_size: float = 1e3,
+    check_gradient: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+  r"""SGD with SaLSa, the stable Armijo line search adaptation, taking gradients.
+
+  The search direction is the negative mini-batch gradient, so that
+  :math:`s_k = \beta_3 s_{k-1} + (1-\beta_3)\|g_k\|^2` (Eq. 5) and the update
+  is :math:`-\eta g`. ``salsa(...)`` gives the same updates as
+  ``optax.chain(optax.scale(-1), scale_by_salsa(...))`` but searches along the
+  incoming gradient with negative steps, so that the negated gradient is never
+  written out; its state is a :class:`ScaleBySalsaState`. See
+  :func:`scale_by_salsa` for the criterion, the speed-up, the arguments, the
+  robustness guarantees and the differences from the authors' code; the
+  defaults are the paper's.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w, x, y):
+    ...   return jnp.mean((x @ w - y) ** 2)
+    >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
+    >>> y = jnp.array([1.0, 2.0, 0.0])
+    >>> opt = optax_ls.salsa()
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+    >>> updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn, x=x, y=y)
+    >>> w = optax.apply_updates(w, updates)
+    >>> float(state.learning_rate) > 0, int(state.steps_since_search)
+    (True, 0)
+
+  References:
+    Kenneweg et al., No learning rates needed: Introducing SALSA - Stable
+    Armijo Line Search Adaptation, IJCNN 2024, Sec. III.
+  """
+  # Every argument of this function is a hyperparameter of the transformation.
+  return _salsa_transformation("salsa", -1.0, **locals())
+
+
+def adam_salsa(
+    init_step_size: float = 1.0,
+    c: float = 0.3,
+    b3: float = 0.99,
+    decrease_factor: float = 0.9,
+    increase_factor: float = 2.0 ** (1.0 / 500),
+    speed_up: bool = True,
+    max_search_interval: int = 10,
+    max_backtracking_steps: int = 100,
+    require_decrease: bool = False,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    min_step_size: float = 1e-8,
+    max_step_size: float = 1e3,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Adam with SaLSa, the stable Armijo line search adaptation (Adam + SaLSa).
+
+  With Adam's moments :math:`m_k, v_k` (bias-corrected :math:`\hat m_k, \hat
+  v_k`, both including the current gradient, as in Adam,
+  :func:`optax_ls.adam_sls` and the authors' code; the paper's Eq. 2 writes
+  :math:`v_{k-1}` and :math:`m_{k-1}`) the search runs along the
+  momentum-free Adam direction :math:`d_k = -g_k / (\sqrt{\hat v_k} +
+  \epsilon)` with the smoothed criterion of :func:`scale_by_salsa` and the
+  preconditioned gradient norm (Eq. 7)
+
+  .. math::
+    s_k = \beta_3 s_{k-1} + (1-\beta_3) \sum_i \frac{g_{k,i}^2}{\sqrt{\hat v_{k,i}} + \epsilon},
+
+  and every update, searched or not, applies the current step size along the
+  momentum direction: :math:`\eta\,(-\hat m_k / (\sqrt{\hat v_k} + \epsilon))`
+  (as :func:`optax_ls.adam_sls`). The moments are updated at every update,
+  also between searches.
+
+  The incoming ``updates`` are the gradients; ``grad`` (optional) gives the
+  gradient for the slope when the incoming updates were transformed before
+  (e.g. clipped). The other keyword arguments of ``update``, the speed-up, the
+  robustness guarantees and the differences from the authors' code are those
+  of :func:`scale_by_salsa`; an update skipped for a non-finite gradient or
+  ``value`` also leaves the moments as they were (a non-finite
+  ``value_fn(params)``, computed when ``value`` is not passed, skips the step
+  but not the moments).
+
+  Args:
+    init_step_size: the step size before the first search.
+    c: the sufficient decrease constant, in (0, 1).
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1).
+    decrease_factor: backtracking factor, in (0, 1).
+    increase_factor: growth of the step size before each search, at least 1.
+    speed_up: search only every :math:`L` updates; False searches every update.
+    max_search_interval: :math:`L_{max}`, a positive integer.
+    max_backtracking_steps: the largest number of trials per search.
+    require_decrease: also require that an accepted step decreases the loss.
+    b1: Adam's first-moment decay, for the applied direction.
+    b2: Adam's second-moment decay.
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`.
+    min_step_size: the smallest step size tried.
+    max_step_size: the largest step size.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` whose state is an
+    :class:`AdamSalsaState`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w):
+    ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
+    >>> opt = optax_ls.adam_salsa(init_step_size=0.1)
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w)
+    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn)
+    ...   return optax.apply_updates(w, updates), state
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(50):
+    ...   w, state = step(w, state)
+    >>> bool(loss_fn(w) < 0.1 * loss_fn(jnp.zeros(2)))
+    True
+
+  References:
+    Kenneweg et al., No learning rates needed: Introducing SALSA - Stable
+    Armijo Line Search Adaptation, IJCNN 2024, Sec. II.B and III (Eq. 7).
+  """
+  h = _validate(
+      init_step_size=init_step_size,
+      c=c,
+      b3=b3,
+      decrease_factor=decrease_factor,
+      increase_factor=increase_factor,
+      speed_up=speed_up,
+      max_search_interval=max_search_interval,
+      max_backtracking_steps=max_backtracking_steps,
+      require_decrease=require_decrease,
+      min_step_size=min_step_size,
+      max_step_size=max_step_size,
+      check_gradient=True,  # the moments read the gradient anyway
+  )
+  _core.check("b1", b1, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  _core.check("b2", b2, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  _core.check("eps", eps, lambda v: v > 0.0, "positive")
+
+  def init_fn(params: optax.Params) -> AdamSalsaState:
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    return AdamSalsaState(
+        count=jnp.zeros((), jnp.int32), mu=zeros, nu=zeros, **_init_search_fields(init_step_size)
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: AdamSalsaState,
+      params: optax.Params | None = None,
+      *,
+      value_fn: Callable[..., Any] | None = None,
+      value: Any = None,
+      grad: optax.Updates | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, AdamSalsaState]:
+    value_fn = _core.require_value_fn(value_fn, "adam_salsa")
+    if params is None:
+      raise ValueError("adam_salsa.update needs `params`: the search evaluates trial points.")
+    g = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
+    # -sum |g|: finite and negative for a usable gradient. (Not -||g||^2: XLA
+    # would share g^2 with the second moment and write it out.)
+    check = -sum(jnp.sum(jnp.abs(gi)) for gi in jax.tree.leaves(g))
+    healthy = jnp.isfinite(check)
+    if value is not None:
+      healthy = healthy & jnp.isfinite(_core.as_scalar(value, "`value`"))
+    # An update skipped for a non-finite gradient or value leaves the moments as
+    # they were; the kept moments also give the directions (any direction is
+    # masked to zero on a skipped update), so each moment is written once.
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda n, o: jnp.where(healthy, n, o), new, old
+    )
+    count = jnp.where(healthy, optax.safe_increment(state.count), state.count)
+    mu = keep(optax.tree.update_moment(g, state.mu, b1, 1), state.mu)
+    nu = keep(optax.tree.update_moment_per_elem_norm(g, state.nu, b2, 2), state.nu)
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    applied_dir = jax.tree.map(lambda mi, v: -mi * _inv_denom(v, b2, count, eps), mu_hat, nu)
+
+    def search_dir() -> optax.Updates:
+      return jax.tree.map(lambda gi, v: -gi * _inv_denom(v, b2, count, eps), g, nu)
+
+    # The search direction and its slope are computed from g and nu inside the
+    # search (each trial recomputes the direction rather than reading a written
+    # out copy), so that an update that does not search costs about an Adam
+    # step plus the reduction of `check` (measured in benchmarks/step_overhead.py).
+    outcome = _step(
+        h, state, value_fn, extra_args, params, value,
+        trial_params=lambda eta: _core.add_step(params, eta, search_dir()),
+        slope_fn=lambda: _core.real_vdot(g if grad is None else grad, search_dir()),
+        check=check,
+    )
+    lr = outcome.fields.learning_rate
+    new_updates = _core.masked_scale(outcome.moved, lr, applied_dir, updates)
+    new_state = AdamSalsaState(count=count, mu=mu, nu=nu, **outcome.fields._asdict())
+    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def salsa_rule(
+    value0: jax.Array,
+    norm_avg: jax.Array,
+    decrease_avg: jax.Array,
+    c: float | jax.Array,
+    b3: float | jax.Array,
+    decrease_factor: float | jax.Array,
+    require_decrease: bool = False,
+) -> _core.StepRule:
+  r"""The smoothed Armijo (SaLSa) step rule for :func:`optax_ls.backtracking_search`.
+
+  A trial :math:`\eta` with value :math:`f_B(w + \eta d)` is accepted when
+  :math:`\beta_3 h_{k-1} + (1-\beta_3)(f_B(w) - f_B(w + \eta d)) \ge c\,\eta\,s_k`
+  (Eq. 6), with ``decrease_avg`` :math:`= h_{k-1}` and ``norm_avg``
+  :math:`= s_k` (already including this search's slope); otherwise the next
+  trial is ``decrease_factor`` times smaller. With ``require_decrease`` an
+  accepted trial must also satisfy :math:`f_B(w + \eta d) \le f_B(w)`.
+  """
+
+  def rule(eta: jax.Array, value: jax.Array):
+    decrease = value0 - value
+    ok = b3 * decrease_avg + (1.0 - b3) * decrease >= c * eta * norm_avg
+    if require_decrease:
+      ok = ok & (decrease >= 0.0)
+    return ok, eta * decrease_factor, ok
+
+  return rule
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces.
+# ---------------------------------------------------------------------------
+
+
+class _Fields(NamedTuple):
+  """The search fields common to both states (same names as the state fields)."""
+
+  learning_rate: jax.Array
+  step_size: jax.Array
+  num_evals: jax.Array
+  exhausted: jax.Array
+  decrease_avg: jax.Array
+  norm_avg: jax.Array
+  step_size_fast: jax.Array
+  step_size_slow: jax.Array
+  search_interval: jax.Array
+  steps_since_search: jax.Array
+
+
+class _Outcome(NamedTuple):
+  moved: jax.Array  # whether a non-zero step is applied
+  fields: _Fields  # fields.learning_rate is the applied step (0 if none)
+
+
+def _init_search_fields(init_step_size: Any) -> dict[str, jax.Array]:
+  zero = jnp.zeros((), jnp.float32)
+  return _Fields(
+      learning_rate=jnp.asarray(init_step_size, jnp.float32),
+      step_size=jnp.asarray(init_step_size, jnp.float32),
+      num_evals=jnp.zeros((), jnp.int32),
+      exhausted=jnp.zeros((), bool),
+      decrease_avg=zero,
+      norm_avg=zero,
+      step_size_fast=zero,
+      step_size_slow=zero,
+      # L = 1 and no update since: the first update searches.
+      search_interval=jnp.ones((), jnp.int32),
+      steps_since_search=jnp.zeros((), jnp.int32),
+  )._asdict()
+
+
+def _inv_denom(nu: jax.Array, b2: Any, count: jax.Array, eps: Any) -> jax.Array:
+  """``1 / (sqrt(nu_hat) + eps)``, with Adam's bias correction of ``nu``."""
+  return 1.0 / (jnp.sqrt(nu / (1.0 - b2**count)) + eps)
+
+
+def _search_interval(fast: jax.Array, slow: jax.Array, max_interval: Any) -> jax.Array:
+  """Eq. 9-11: ``clip(round(1 / (r - 1)), 1, max_interval)``, ``r = fast/slow`` (or inverse)."""
+  r = fast / slow
+  r = jnp.maximum(r, 1.0 / r)
+  # r == 1 (an unchanged step size) or a non-finite r: the longest interval.
+  x = jnp.where(r > 1.0, 1.0 / (r - 1.0), jnp.inf)
+  x = jnp.clip(x, 1.0, jnp.asarray(max_interval, jnp.float32))
+  return jnp.round(x).astype(jnp.int32)
+
+
+class _Search(NamedTuple):
+  """What an update learns from its search (or from skipping it), all scalars."""
+
+  searched: jax.Array  # a search ran (due, finite value and slope, descent)
+  accepted: jax.Array
+  step_size: jax.Array  # the accepted (or last) trial
+  next_step_size: jax.Array  # where an exhausted search resumes
+  num_evals: jax.Array
+  norm_avg: jax.Array  # s_k of the search
+  decrease_avg: jax.Array  # h_k at the last trial
+
+
+def _step(
+    h: _Hyper,
+    state: ScaleBySalsaState | AdamSalsaState,
+    value_fn: Callable[..., Any],
+    extra_args: dict[str, Any],
+    params: optax.Params,
+    value: Any,
+    trial_params: Callable[[jax.Array], optax.Params],
+    slope_fn: Callable[[], jax.Array],
+    check: jax.Array | None,
+) -> _Outcome:
+  """One SaLSa update: searches if due, else reuses the last accepted step.
+
+  ``trial_params(eta)`` is the trial point at step size ``eta`` along the
+  search direction and ``slope_fn()`` that direction's slope; both are only
+  evaluated on an update that searches (inside :func:`jax.lax.cond`), so that
+  the others cost about an SGD (or Adam) step. ``check`` is a cheap scalar,
+  finite and negative when the gradient can be used (e.g. ``-||g||^2``), or
+  None: updates that do not search then check ``value`` only.
+  """
+  objective = _core.bind_value_fn(value_fn, extra_args)
+  due = state.steps_since_search + 1 >= state.search_interval
+  if not h.speed_up:
+    due = jnp.ones((), bool)
+  ready = jnp.ones((), bool) if check is None else jnp.isfinite(check) & (check < 0)
+  if value is not None:
+    value0 = _core.as_scalar(value, "`value`")
+    ready = ready & jnp.isfinite(value0)
+  b3 = h.b3
+
+  def search() -> _Search:
+    slope = jnp.asarray(slope_fn(), jnp.float32)
+    if value is None:
+      # The loss at params, only when the gradient can be used.
+      v0 = jax.lax.cond(
+          ready, lambda: _core.as_scalar(objective(params), "`value_fn(params)`"),
+          lambda: jnp.full((), jnp.nan, jnp.float32),
+      )
+      extra = ready.astype(jnp.int32)
+    else:
+      v0, extra = value0, 0
+    descent = ready & jnp.isfinite(v0) & jnp.isfinite(slope) & (slope < 0)
+    norm_avg = b3 * state.norm_avg + (1.0 - b3) * (-slope)
+    rule = salsa_rule(v0, norm_avg, state.decrease_avg, h.c, b3, h.decrease_factor,
+                      h.require_decrease)
+    first = jnp.clip(state.step_size * h.increase_factor, h.min_step_size, h.max_step_size)
+    result = _core.backtracking_search(
+        lambda eta: objective(trial_params(eta)),
+        rule,
+        first,
+        max_evals=h.max_backtracking_steps,
+        min_step_size=h.min_step_size,
+        max_step_size=h.max_step_size,
+        enabled=descent,
+    )
+    return _Search(
+        searched=descent,
+        accepted=descent & result.accepted,
+        step_size=result.step_size,
+        next_step_size=result.next_step_size,
+        num_evals=(result.num_evals + extra).astype(jnp.int32),
+        norm_avg=jnp.asarray(norm_avg, jnp.float32),
+        decrease_avg=jnp.asarray(b3 * state.decrease_avg + (1.0 - b3) * (v0 - result.value),
+                                 jnp.float32),
+    )
+
+  def skip() -> _Search:
+    zero = jnp.zeros((), jnp.float32)
+    return _Search(
+        searched=jnp.zeros((), bool),
+        accepted=jnp.zeros((), bool),
+        step_size=zero,
+        next_step_size=zero,
+        num_evals=jnp.zeros((), jnp.int32),
+        norm_avg=jnp.asarray(state.norm_avg, jnp.float32),
+        decrease_avg=jnp.asarray(state.decrease_avg, jnp.float32),
+    )
+
+  # The predicate depends on the state alone, not on this update's gradient:
+  # on an accelerator the branch can be chosen before the gradient is ready.
+  out = jax.lax.cond(due, search, skip)
+  accepted = out.accepted
+  exhausted = out.searched & ~accepted
+  eta = out.step_size
+  fast = _FAST_DECAY * state.step_size_fast + (1.0 - _FAST_DECAY) * eta
+  slow = _SLOW_DECAY * state.step_size_slow + (1.0 - _SLOW_DECAY) * eta
+  keep = lambda new, old: jnp.where(accepted, new, old)  # noqa: E731
+  resume = jnp.maximum(out.next_step_size, h.min_step_size)
+  step_size = jnp.where(accepted, eta, jnp.where(exhausted, resume, state.step_size))
+  interval = jnp.where(
+      accepted,
+      _search_interval(fast, slow, h.max_search_interval),
+      jnp.where(exhausted, 1, state.search_interval),
+  )
+  # Between searches the last accepted step is applied as it is.
+  applied = jnp.where(accepted, eta, jnp.where(~due & ready, state.step_size, 0.0))
+  applied = applied.astype(jnp.float32)
+  fields = _Fields(
+      learning_rate=applied,
+      step_size=step_size.astype(jnp.float32),
+      num_evals=out.num_evals,
+      exhausted=exhausted,
+      decrease_avg=keep(out.decrease_avg, state.decrease_avg),
+      norm_avg=keep(out.norm_avg, state.norm_avg),
+      step_size_fast=keep(fast, state.step_size_fast),
+      step_size_slow=keep(slow, state.step_size_slow),
+      search_interval=interval.astype(jnp.int32),
+      steps_since_search=jnp.where(out.searched, 0, state.steps_since_search + 1).astype(
+          jnp.int32),
+  )
+  return _Outcome(moved=applied > 0, fields=fields)
+
+
+def _salsa_transformation(
+    method: str, sign: float, **hyper: Any
+) -> optax.GradientTransformationExtraArgs:
+  """SaLSa along ``sign * updates``: ``scale_by_salsa`` (+1) and ``salsa`` (-1).
+
+  ``salsa`` searches along the incoming gradient with a negative step instead
+  of chaining ``optax.scale(-1)``, so the negated gradient is never written out.
+  """
+  h = _validate(**hyper)
+
+  def init_fn(params: optax.Params) -> ScaleBySalsaState:
+    del params
+    return ScaleBySalsaState(**_init_search_fields(h.init_step_size))
+
+  def update_fn(
+      updates: optax.Updates,
+      state: ScaleBySalsaState,
+      params: optax.Params | None = None,
+      *,
+      value_fn: Callable[..., Any] | None = None,
+      value: Any = None,
+      grad: optax.Updates | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, ScaleBySalsaState]:
+    value_fn = _core.require_value_fn(value_fn, method)
+    if params is None:
+      raise ValueError(f"{method}.update needs `params`: the search evaluates trial points.")
+    # The direction is d = sign * updates; without `grad`, g = -d is assumed.
+    def slope_fn() -> jax.Array:
+      if grad is None:
+        return -_core.real_vdot(updates, updates)
+      return sign * _core.real_vdot(grad, updates)
+
+    # With check_gradient the slope, computed at every update, also guards the
+    # updates that do not search; without, it is computed only when searching.
+    slope = slope_fn() if h.check_gradient else None
+    outcome = _step(
+        h, state, value_fn, extra_args, params, value,
+        trial_params=lambda eta: _core.add_step(params, sign * eta, updates),
+        slope_fn=slope_fn if slope is None else (lambda: slope),
+        check=slope,
+    )
+    new_updates = _core.masked_scale(outcome.moved, sign * outcome.fields.learning_rate, updates,
+                                     updates)
+    new_state = ScaleBySalsaState(**outcome.fields._asdict())
+    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _validate(**kw: Any) -> _Hyper:
+  """Checks the SaLSa hyperparameters; raises ``ValueError`` naming the argument."""
+  check = _core.check
+  check("c", kw["c"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
+  check("b3", kw["b3"], lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  check("decrease_factor", kw["decrease_factor"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
+  check("increase_factor", kw["increase_factor"], lambda v: v >= 1.0, "at least 1")
+  check("init_step_size", kw["init_step_size"], lambda v: v > 0.0, "positive")
+  check("min_step_size", kw["min_step_size"], lambda v: v > 0.0, "positive")
+  check("max_step_size", kw["max_step_size"], lambda v: v > 0.0, "positive")
+  names = ("min_step_size", "max_step_size", "init_step_size")
+  lo, hi, init = (_core.concrete(kw[k]) for k in names)
+  if None not in (lo, hi, init) and not lo <= init <= hi:
+    raise ValueError(
+        f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."
+    )
+  for name in ("max_backtracking_steps", "max_search_interval"):
+    check(name, kw[name], lambda v: v >= 1 and v == int(v), "a positive integer")
+  for name in ("speed_up", "require_decrease", "check_gradient"):
+    if not isinstance(kw[name], bool):
+      raise ValueError(f"`{name}` must be a bool, got {kw[name]!r}.")
+  return _Hyper(**kw)
