@@ -233,12 +233,18 @@ def as_scalar(value: Any, what: str) -> Array:
 
 
 def add_step(params: Any, step_size: Array, direction: Any) -> Any:
-  """``params + step_size * direction``, each leaf kept in its own dtype."""
-  return jax.tree.map(
-      lambda p, d: (p.astype(jnp.float32) + step_size * d.astype(jnp.float32)).astype(p.dtype),
-      params,
-      direction,
-  )
+  """``params + step_size * direction``, each leaf kept in its own dtype.
+
+  The sum is formed in at least float32 (bfloat16 parameters are added in
+  float32 and rounded once; float64 parameters stay float64).
+  """
+
+  def add(p, d):
+    dtype = jnp.promote_types(p.dtype, jnp.float32)
+    step = jnp.asarray(step_size).astype(dtype)
+    return (p.astype(dtype) + step * d.astype(dtype)).astype(p.dtype)
+
+  return jax.tree.map(add, params, direction)
 
 
 def masked_scale(ok: Array, step_size: Array, direction: Any, like: Any) -> Any:

@@ -477,20 +477,6 @@ def _scalar(value: Any, what: str) -> jax.Array:
   return value.reshape(())
 
 
-def _add_step(params: Any, step_size: jax.Array, direction: Any) -> Any:
-  """``params + step_size * direction`` in at least float32, kept in each leaf's dtype.
-
-  Unlike ``_core.add_step`` float64 parameters stay float64: the finite
-  difference of a float64 metric is then float64-accurate.
-  """
-
-  def add(p, d):
-    dtype = jnp.promote_types(p.dtype, jnp.float32)
-    return (p.astype(dtype) + step_size.astype(dtype) * d.astype(dtype)).astype(p.dtype)
-
-  return jax.tree.map(add, params, direction)
-
-
 def _metric_sls(
     method: str,
     sign: float,
@@ -550,7 +536,7 @@ def _metric_sls(
 
     def metric_at(step: Any) -> jax.Array:
       """The metric at ``params + sign * step * d``."""
-      return metric(_add_step(params, jnp.asarray(sign * step, jnp.float32), updates))
+      return metric(_core.add_step(params, jnp.asarray(sign * step, jnp.float32), updates))
 
     num_evals = 1  # the finite-difference point
     if metric_value is None:
