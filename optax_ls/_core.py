@@ -198,6 +198,13 @@ def require_value_fn(value_fn: Callable[..., Any] | None, method: str) -> Callab
   return value_fn
 
 
+def require_params(params: Any, method: str, why: str = "the search evaluates trial points") -> Any:
+  """Raises a clear error when ``update`` was called without ``params``."""
+  if params is None:
+    raise ValueError(f"{method}.update needs `params`: {why}.")
+  return params
+
+
 def bind_value_fn(
     value_fn: Callable[..., Any], extra_args: dict[str, Any]
 ) -> Callable[[Any], Array]:
@@ -291,3 +298,15 @@ def check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> 
     return
   if not ok(v):
     raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+
+
+def check_step_sizes(init_step_size: Any, min_step_size: Any, max_step_size: Any) -> None:
+  """Checks that the step-size bounds are positive and hold ``init_step_size``."""
+  check("init_step_size", init_step_size, lambda v: v > 0.0, "positive")
+  check("min_step_size", min_step_size, lambda v: v > 0.0, "positive")
+  check("max_step_size", max_step_size, lambda v: v > 0.0, "positive")
+  lo, hi, init = (concrete(v) for v in (min_step_size, max_step_size, init_step_size))
+  if None not in (lo, hi, init) and not lo <= init <= hi:
+    raise ValueError(
+        f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."
+    )

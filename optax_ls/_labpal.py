@@ -402,8 +402,7 @@ def _labpal_transformation(
   ) -> tuple[optax.Updates, ScaleByLabpalState]:
     del grad  # the slope comes from the fitted parabola
     value_fn = _core.require_value_fn(value_fn, method)
-    if params is None:
-      raise ValueError(f"{method}.update needs `params`: LABPAL measures the loss along a line.")
+    _core.require_params(params, method, "LABPAL measures the loss along a line")
     objective = _core.bind_value_fn(value_fn, extra_args)
     dtype = state.step.dtype
     clock = state.clock

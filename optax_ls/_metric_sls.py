@@ -530,8 +530,7 @@ def _metric_sls(
       metric_fn, metric_value = value_fn, value if metric_value is None else metric_value
     elif not callable(metric_fn):
       raise TypeError(f"{method}: `metric_fn` must be callable, got {type(metric_fn).__name__}.")
-    if params is None:
-      raise ValueError(f"{method}.update needs `params`: the search evaluates trial points.")
+    _core.require_params(params, method)
     metric = _core.bind_value_fn(metric_fn, extra_args)
 
     def metric_at(step: Any) -> jax.Array:

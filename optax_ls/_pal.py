@@ -195,8 +195,7 @@ def _pal_transformation(
       **extra_args: Any,
   ) -> tuple[optax.Updates, ScaleByPalState]:
     value_fn = _core.require_value_fn(value_fn, method)
-    if params is None:
-      raise ValueError(f"{method}.update needs `params`: PAL measures the loss along a line.")
+    _core.require_params(params, method, "PAL measures the loss along a line")
     objective = _core.bind_value_fn(value_fn, extra_args)
     num_evals = jnp.zeros((), jnp.int32)
     if value is None:

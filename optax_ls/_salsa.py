@@ -449,8 +449,7 @@ def adam_salsa(
       **extra_args: Any,
   ) -> tuple[optax.Updates, AdamSalsaState]:
     value_fn = _core.require_value_fn(value_fn, "adam_salsa")
-    if params is None:
-      raise ValueError("adam_salsa.update needs `params`: the search evaluates trial points.")
+    _core.require_params(params, "adam_salsa")
     g = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
     # -sum |g|: finite and negative for a usable gradient. (Not -||g||^2: XLA
     # would share g^2 with the second moment and write it out.)
@@ -727,8 +726,7 @@ def _salsa_transformation(
       **extra_args: Any,
   ) -> tuple[optax.Updates, ScaleBySalsaState]:
     value_fn = _core.require_value_fn(value_fn, method)
-    if params is None:
-      raise ValueError(f"{method}.update needs `params`: the search evaluates trial points.")
+    _core.require_params(params, method)
     # The direction is d = sign * updates; without `grad`, g = -d is assumed.
     def slope_fn() -> jax.Array:
       if grad is None:
@@ -759,15 +757,7 @@ def _validate(**kw: Any) -> _Hyper:
   check("b3", kw["b3"], lambda v: 0.0 <= v < 1.0, "in [0, 1)")
   check("decrease_factor", kw["decrease_factor"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
   check("increase_factor", kw["increase_factor"], lambda v: v >= 1.0, "at least 1")
-  check("init_step_size", kw["init_step_size"], lambda v: v > 0.0, "positive")
-  check("min_step_size", kw["min_step_size"], lambda v: v > 0.0, "positive")
-  check("max_step_size", kw["max_step_size"], lambda v: v > 0.0, "positive")
-  names = ("min_step_size", "max_step_size", "init_step_size")
-  lo, hi, init = (_core.concrete(kw[k]) for k in names)
-  if None not in (lo, hi, init) and not lo <= init <= hi:
-    raise ValueError(
-        f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."
-    )
+  _core.check_step_sizes(kw["init_step_size"], kw["min_step_size"], kw["max_step_size"])
   for name in ("max_backtracking_steps", "max_search_interval"):
     check(name, kw[name], lambda v: v >= 1 and v == int(v), "a positive integer")
   for name in ("speed_up", "require_decrease", "check_gradient"):

@@ -340,8 +340,7 @@ def adam_sls(
       **extra_args: Any,
   ) -> tuple[optax.Updates, AdamSlsState]:
     value_fn = _core.require_value_fn(value_fn, "adam_sls")
-    if params is None:
-      raise ValueError("adam_sls.update needs `params`: the search evaluates trial points.")
+    _core.require_params(params, "adam_sls")
     g = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
     count = optax.safe_increment(state.count)
     mu = optax.tree.update_moment(g, state.mu, b1, 1)
@@ -409,8 +408,7 @@ def _sls_transformation(
       **extra_args: Any,
   ) -> tuple[optax.Updates, ScaleBySlsState]:
     value_fn = _core.require_value_fn(value_fn, method)
-    if params is None:
-      raise ValueError(f"{method}.update needs `params`: the search evaluates trial points.")
+    _core.require_params(params, method)
     # The direction is d = sign * updates; without `grad`, g = -d is assumed.
     if grad is None:
       slope = -_core.real_vdot(updates, updates)
@@ -538,15 +536,7 @@ def _validate(method: str, **kw: Any) -> _Hyper:
     check("c", kw["c"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
   check("decrease_factor", kw["decrease_factor"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
   check("gamma", kw["gamma"], lambda v: v >= 1.0, "at least 1")
-  check("init_step_size", kw["init_step_size"], lambda v: v > 0.0, "positive")
-  check("min_step_size", kw["min_step_size"], lambda v: v > 0.0, "positive")
-  check("max_step_size", kw["max_step_size"], lambda v: v > 0.0, "positive")
-  names = ("min_step_size", "max_step_size", "init_step_size")
-  lo, hi, init = (_core.concrete(kw[k]) for k in names)
-  if None not in (lo, hi, init) and not lo <= init <= hi:
-    raise ValueError(
-        f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."
-    )
+  _core.check_step_sizes(kw["init_step_size"], kw["min_step_size"], kw["max_step_size"])
   check(
       "max_backtracking_steps",
       kw["max_backtracking_steps"],
