@@ -382,6 +382,90 @@ for _mode in ("sgd", "nsgd"):
   )
 
 
+register_line_search(
+    "gols_i",
+    lambda a: optax_ls.gols_i(),
+    "optax_ls.gols_i() (paper defaults): each call one trial on a new batch, no value_fn call",
+)
+
+
+@register("pls")
+def _pls(problem: Problem, args: argparse.Namespace) -> Method:
+  """PLS with its per-example losses: one trial per call, a jvp on calls that start a search."""
+  del args
+  if problem.logits_fn is None:
+    raise ValueError(f"pls needs per-example losses: problem {problem.description!r} has none.")
+  opt = optax_ls.pls()
+  loss_fn, logits_fn = problem.loss_fn, problem.logits_fn
+
+  def step(params, state, x, y):
+    value, grads = jax.value_and_grad(loss_fn)(params, x, y)
+
+    def per_example(p):
+      return optax.softmax_cross_entropy_with_integer_labels(logits_fn(p, x), y)
+
+    updates, state = opt.update(grads, state, params, value=value,
+                                per_example_loss_fn=per_example)
+    params = optax.apply_updates(params, updates)
+    return params, state, jnp.asarray(optax.tree.get(state, "num_evals"), jnp.int32)
+
+  return Method(jax.jit(step), opt.init(problem.params),
+                "optax_ls.pls() (paper defaults) with per_example_loss_fn: one trial per call")
+
+
+# Trainable learning rate and SGD-HD: one forward-backward per step, no value_fn
+# call. The efficient TLR rows use the paper's window of round(0.33 * N) calls.
+register_line_search(
+    "tlr",
+    lambda a: optax_ls.tlr(n_batches_per_epoch=a.n_batches),
+    "optax_ls.tlr(n_batches_per_epoch={n}) (efficient, window round(0.33 * {n}), c=1/4)",
+)
+
+
+register_line_search(
+    "tlr_per_layer",
+    lambda a: optax_ls.tlr(n_batches_per_epoch=a.n_batches, per_layer=True),
+    "optax_ls.tlr(n_batches_per_epoch={n}, per_layer=True): one rate per tensor",
+)
+
+
+register_line_search(
+    "tlr_naive",
+    lambda a: optax_ls.tlr(variant="naive"),
+    "optax_ls.tlr(variant='naive'): + 1 forward-backward at w - alpha g per step",
+)
+
+
+register_line_search(
+    "sgd_hd",
+    lambda a: optax_ls.sgd_hd(init_learning_rate=0.01, beta=1e-3),
+    "optax_ls.sgd_hd(init_learning_rate=0.01, beta=1e-3)",
+)
+
+
+@register("floor_hd")
+def _floor_hd(problem: Problem, args: argparse.Namespace) -> Method:
+  """The least a rate learned from consecutive gradients can cost (SGD-HD, efficient TLR).
+
+  SGD whose rate moves by ``beta <g_t, g_{t-1}>`` before the update, written
+  bare (no checks, no bounds): on top of SGD, one read of the stored gradient,
+  one more read of ``g`` for the inner product (the rate must be known before
+  the update), and one write of ``g`` into the state.
+  """
+  del args
+  loss_fn = problem.loss_fn
+
+  def step(params, state, x, y):
+    rate, prev = state
+    _, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    rate = rate + 1e-3 * optax.tree.vdot(grads, prev)
+    params = jax.tree.map(lambda p, g: p - rate * g, params, grads)
+    return params, (rate, grads), jnp.zeros((), jnp.int32)
+
+  state = (jnp.asarray(0.1, jnp.float32), optax.tree.zeros_like(problem.params))
+  return Method(jax.jit(step), state, "sgd + rate += 1e-3 <g, g_prev> (bare; SGD-HD / TLR floor)")
+
+
 @register("adam")
 def _adam(problem: Problem, args: argparse.Namespace) -> Method:
   del args

@@ -13,6 +13,12 @@ whose ``update`` takes the mini-batch objective as ``value_fn``::
 """
 
 from optax_ls._core import SearchResult, backtracking_search
+from optax_ls._gols import ScaleByGolsIState, gols_i, scale_by_gols_i
+from optax_ls._hypergradient import (
+    ScaleByHypergradientState,
+    scale_by_hypergradient,
+    sgd_hd,
+)
 from optax_ls._labpal import ScaleByLabpalState, labpal, scale_by_labpal
 from optax_ls._metric_sls import (
     ScaleByMetricSlsState,
@@ -24,6 +30,7 @@ from optax_ls._metric_sls import (
     smooth_accuracy,
 )
 from optax_ls._pal import ScaleByPalState, pal, scale_by_pal
+from optax_ls._pls import ScaleByPlsState, pls, scale_by_pls
 from optax_ls._salsa import AdamSalsaState, ScaleBySalsaState, adam_salsa, salsa, scale_by_salsa
 from optax_ls._sls import (
     AdamSlsState,
@@ -32,33 +39,46 @@ from optax_ls._sls import (
     scale_by_sls,
     sls,
 )
+from optax_ls._tlr import ScaleByTlrState, scale_by_tlr, tlr
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdamSalsaState",
     "AdamSlsState",
+    "ScaleByGolsIState",
+    "ScaleByHypergradientState",
     "ScaleByLabpalState",
     "ScaleByMetricSlsState",
     "ScaleByPalState",
+    "ScaleByPlsState",
     "ScaleBySalsaState",
     "ScaleBySlsState",
+    "ScaleByTlrState",
     "SearchResult",
     "a_sls",
     "accuracy",
     "adam_salsa",
     "adam_sls",
     "backtracking_search",
+    "gols_i",
     "l_sls",
     "labpal",
     "pal",
+    "pls",
     "sa_sls",
     "salsa",
+    "scale_by_gols_i",
+    "scale_by_hypergradient",
     "scale_by_labpal",
     "scale_by_metric_sls",
     "scale_by_pal",
+    "scale_by_pls",
     "scale_by_salsa",
     "scale_by_sls",
+    "scale_by_tlr",
+    "sgd_hd",
     "sls",
     "smooth_accuracy",
+    "tlr",
 ]

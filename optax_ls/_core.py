@@ -310,3 +310,33 @@ def check_step_sizes(init_step_size: Any, min_step_size: Any, max_step_size: Any
     raise ValueError(
         f"`init_step_size` must lie in [min_step_size, max_step_size] = [{lo}, {hi}], got {init}."
     )
+
+
+def unshare(state: Any) -> Any:
+  """``state`` with every array that occurs twice replaced by a copy.
+
+  An ``init`` that puts one array in two fields (the same zeros for two moments,
+  the same initial step size as two counters) returns a state that
+  ``jax.jit(..., donate_argnums=...)`` rejects ("donate the same buffer
+  twice"); every ``init`` of optax_ls returns ``unshare(state)``.
+  """
+  seen: set[int] = set()
+
+  def fresh(leaf: Any) -> Any:
+    if not isinstance(leaf, jax.Array):
+      return leaf
+    if id(leaf) in seen:
+      return jnp.array(leaf, copy=True)
+    seen.add(id(leaf))
+    return leaf
+
+  return jax.tree.map(fresh, state)
+
+
+def unshare_init(init_fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+  """``init_fn`` whose states go through :func:`unshare`."""
+
+  def init(params: Any) -> Any:
+    return unshare(init_fn(params))
+
+  return init

@@ -572,7 +572,7 @@ def _labpal_transformation(
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
 
 
 # ---------------------------------------------------------------------------

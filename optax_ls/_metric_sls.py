@@ -580,4 +580,4 @@ def _metric_sls(
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)

@@ -433,9 +433,12 @@ def adam_salsa(
   _core.check("eps", eps, lambda v: v > 0.0, "positive")
 
   def init_fn(params: optax.Params) -> AdamSalsaState:
-    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    def zeros() -> optax.Params:  # two calls: separate buffers, so the state can be donated
+      return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+
     return AdamSalsaState(
-        count=jnp.zeros((), jnp.int32), mu=zeros, nu=zeros, **_init_search_fields(init_step_size)
+        count=jnp.zeros((), jnp.int32), mu=zeros(), nu=zeros(),
+        **_init_search_fields(init_step_size),
     )
 
   def update_fn(
@@ -487,7 +490,7 @@ def adam_salsa(
     new_state = AdamSalsaState(count=count, mu=mu, nu=nu, **outcome.fields._asdict())
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
 
 
 def salsa_rule(
@@ -747,7 +750,7 @@ def _salsa_transformation(
     new_state = ScaleBySalsaState(**outcome.fields._asdict())
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
 
 
 def _validate(**kw: Any) -> _Hyper:

@@ -370,7 +370,7 @@ def adam_sls(
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
 
 
 def _sls_transformation(
@@ -437,7 +437,7 @@ def _sls_transformation(
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
 
 
 # ---------------------------------------------------------------------------

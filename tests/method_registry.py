@@ -13,10 +13,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
 
 import optax_ls
+from tests.problems import mlp_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,12 @@ class Method:
       ``update`` (e.g. a ``metric_fn``), added by ``problems.make_step``.
     min_evals: the least ``num_evals`` a step reports after three steps on
       the test problem (0 for methods whose training calls evaluate nothing).
+    needs_value_fn: whether ``update`` requires ``value_fn``. Methods that
+      use only the value and gradient of the batch they are given (GOLS-I,
+      PLS, efficient TLR, SGD-HD) set False: the suite then checks that they
+      run without one, and skips the non-finite *trial* test (they evaluate
+      no trial through ``value_fn``; non-finite inputs are covered by the
+      non-finite value/gradient test).
   """
 
   name: str
@@ -54,6 +62,7 @@ class Method:
   evaluates_landing_point: bool = True
   update_kwargs: Callable[[Callable[..., Any], Any], dict[str, Any]] | None = None
   min_evals: int = 1
+  needs_value_fn: bool = True
 
   def make(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
     return self.factory(**{**self.kwargs, **overrides})
@@ -111,6 +120,21 @@ _METRIC_SLS_INVALID = _SLS_INVALID + (
 )
 
 
+_TLR_INVALID = (
+    ({"variant": "fast"}, "variant"),
+    ({"per_layer": "block"}, "per_layer"),
+    ({"init_learning_rate": 0.0}, "init_learning_rate"),
+    ({"init_learning_rate": 1e4, "max_learning_rate": 10.0}, "init_learning_rate"),
+    ({"min_learning_rate": 0.0}, "min_learning_rate"),
+    ({"c": 0.0}, "c"),
+    ({"p": 0.0}, "p"),
+    ({"window": 0}, "window"),
+    ({"window": 2}, "window"),  # with n_batches_per_epoch: one or the other
+    ({"n_batches_per_epoch": None}, "n_batches_per_epoch"),
+    ({"n_batches_per_epoch": 0}, "n_batches_per_epoch"),
+)
+
+
 def _smooth_metric(loss_fn: Callable[..., Any], batch: Any) -> dict[str, Any]:
   """sa-SLS's maximised metric on a regression problem: ``exp(-loss)``, smooth, in (0, 1]."""
   return {"metric_fn": lambda p: jnp.exp(-loss_fn(p, batch))}
@@ -126,6 +150,25 @@ def _step_metric(loss_fn: Callable[..., Any], batch: Any, levels: int = 64) -> d
   0 (the worst value) where it is +inf.
   """
   return {"metric_fn": lambda p: jnp.floor(levels * jnp.exp(-loss_fn(p, batch))) / levels}
+
+
+def _per_example_mlp_loss(loss_fn: Callable[..., Any], batch: Any) -> dict[str, Any]:
+  """PLS's ``per_example_loss_fn``: the losses of ``problems.mlp_loss`` example by example.
+
+  Built from ``mlp_loss`` itself, not from ``loss_fn``: every suite loss with a
+  batch is that MLP's (sharded or wrapped in ``shard_map``, which a one-example
+  batch cannot be split for). Without a batch (the flax test) there is none:
+  PLS then treats observations as exact.
+  """
+  del loss_fn
+  if batch is None:
+    return {}
+
+  def per_example(params):
+    return jax.vmap(lambda x, y: mlp_loss(params, {"x": x[None], "y": y[None]}))(
+        batch["x"], batch["y"])
+
+  return {"per_example_loss_fn": per_example}
 
 
 METHODS: tuple[Method, ...] = (
@@ -256,4 +299,101 @@ METHODS: tuple[Method, ...] = (
         injectable=("init_step_size", "c", "decrease_factor", "eps"),
         update_kwargs=_step_metric,
     ),
+    Method(
+        name="gols_i",
+        factory=optax_ls.gols_i,
+        # The thesis's grid starts GOLS-I at 1e-3 to 1; the paper's 1e-8 needs
+        # about 25 calls to grow. Every call tests or moves to a trial point.
+        kwargs={"init_step_size": 0.1},
+        invalid=(
+            ({"init_step_size": 0.0}, "init_step_size"),
+            ({"c2": 0.0}, "c2"),
+            ({"eta": 1.0}, "eta"),
+            ({"eta": 0.5}, "eta"),
+            ({"min_step_size": -1.0}, "min_step_size"),
+            ({"max_step_size": 0.0}, "max_step_size"),
+            ({"min_step_size": 1.0, "max_step_size": 0.5}, "max_step_size"),
+        ),
+        injectable=("init_step_size", "c2", "eta", "min_step_size", "max_step_size"),
+        # It moves to a trial point before its gradient is seen (next call).
+        evaluates_landing_point=False,
+        min_evals=0,  # gradient-only: value_fn is never called
+        needs_value_fn=False,
+    ),
+    Method(
+        name="tlr",
+        factory=optax_ls.tlr,
+        # The paper's SGD form: a window of round(0.33 * 10) = 3 calls.
+        kwargs={"n_batches_per_epoch": 10},
+        invalid=_TLR_INVALID,
+        injectable=("init_learning_rate", "c", "p", "n_batches_per_epoch"),
+        first_trial={},
+        evaluates_landing_point=False,
+        min_evals=0,  # value_fn is never called
+        needs_value_fn=False,
+    ),
+    Method(
+        name="tlr_naive",
+        factory=optax_ls.tlr,
+        kwargs={"variant": "naive"},
+        invalid=_TLR_INVALID[:5] + (({"variant": "naive", "eta": 0.0}, "eta"),),
+        injectable=("init_learning_rate", "eta", "max_learning_rate"),
+        # The trial point w - 0.1 g lies about 0.3 from params; the step to
+        # w - alpha' g with the trained rate is not evaluated.
+        first_trial={"init_learning_rate": 0.1},
+        evaluates_landing_point=False,
+    ),
+    Method(
+        name="sgd_hd",
+        factory=optax_ls.sgd_hd,
+        kwargs={"init_learning_rate": 0.1, "beta": 0.01},
+        invalid=(
+            ({"beta": 0.0}, "beta"),
+            ({"init_learning_rate": -0.1}, "init_learning_rate"),
+            ({"min_learning_rate": 0.2}, "min_learning_rate"),
+        ),
+        injectable=("init_learning_rate", "beta"),
+        first_trial={},
+        evaluates_landing_point=False,
+        min_evals=0,  # value_fn is never called
+        needs_value_fn=False,
+    ),
+    Method(
+        name="pls",
+        factory=optax_ls.pls,
+        kwargs={},
+        invalid=(
+            ({"init_step_size": 0.0}, "init_step_size"),
+            ({"c1": 0.0}, "c1"),
+            ({"c2": 1.0}, "c2"),
+            ({"c1": 0.5, "c2": 0.4}, "c2"),
+            ({"wolfe_threshold": 1.0}, "wolfe_threshold"),
+            ({"budget": 0}, "budget"),
+            ({"budget": 2.5}, "budget"),
+            ({"reset_factor": 0.0}, "reset_factor"),
+            ({"max_extrapolations": -1}, "max_extrapolations"),
+            ({"min_step_size": 0.0}, "min_step_size"),
+        ),
+        injectable=("init_step_size", "c1", "c2", "wolfe_threshold", "reset_factor"),
+        first_trial={},
+        # Each call observes the point it stands at; it moves before seeing the next.
+        evaluates_landing_point=False,
+        update_kwargs=_per_example_mlp_loss,
+        needs_value_fn=False,
+    ),
 )
+
+# One rate per tensor: its `learning_rate` is a tree of rates.
+TLR_PER_LAYER = Method(
+    name="tlr_per_layer",
+    factory=optax_ls.tlr,
+    kwargs={"n_batches_per_epoch": 10, "per_layer": True},
+    invalid=_TLR_INVALID,
+    injectable=("init_learning_rate", "c"),
+    first_trial={},
+    evaluates_landing_point=False,
+    min_evals=0,
+    needs_value_fn=False,
+)
+
+METHODS = (*METHODS, TLR_PER_LAYER)

@@ -1,19 +1,37 @@
-"""The training harness: data, train step, evaluation and the main job ``python -m train``."""
+"""The training harness: data, optimizers by name, the sharded train step, checkpoints, reports.
 
-from train.config import Config, parse_args
-from train.data import Split, load_digits_split, train_batches
-from train.train import TrainState, create_state, evaluate, init_params, run, train_step
+``python -m train`` runs the embedded default (an MLP on scikit-learn's digits,
+SLS against SGD); ``python -m train --config NAME`` runs one of the papers'
+experiments (see :data:`train.config.CONFIGS`).
+"""
+
+from train.config import CONFIGS, Config, get_config, parse_args
+from train.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
+from train.train import (
+    TrainState,
+    create_state,
+    evaluate,
+    init_variables,
+    make_mesh,
+    run,
+    train_one,
+    train_step,
+)
 
 __all__ = [
+    "CONFIGS",
+    "OPTIMIZERS",
     "Config",
-    "Split",
+    "OptimizerConfig",
     "TrainState",
     "create_state",
     "evaluate",
-    "init_params",
-    "load_digits_split",
+    "get_config",
+    "init_variables",
+    "make_mesh",
+    "make_optimizer",
     "parse_args",
     "run",
-    "train_batches",
+    "train_one",
     "train_step",
 ]

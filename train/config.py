@@ -1,36 +1,321 @@
-"""The configuration of the main job and its command line."""
+"""The configuration of a training run, the papers' experiments by name, and the command line.
+
+``python -m train`` with no arguments runs :func:`digits_mlp`, the embedded default.
+``python -m train --config NAME`` runs one of :data:`CONFIGS`; any field can be
+overridden::
+
+  python -m train --config cifar10_resnet20_subset --epochs 3 --optimizer sls \\
+      --set batch_size=64 --set model.dropout_rate=0.1 --set opt.kwargs.c=0.5
+
+``--set`` takes ``FIELD=VALUE`` for a :class:`Config` field, ``model.KEY=VALUE``
+for a model argument, ``opt.FIELD=VALUE`` for a field of every optimizer of the
+run (:class:`train.optimizers.OptimizerConfig`) and ``opt.kwargs.KEY=VALUE`` for a
+keyword argument of every optimizer's factory. Values are Python literals
+(``0.5``, ``(512, 512)``, ``True``, ``None``); anything else is a string.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from train.optimizers import OPTIMIZERS, OptimizerConfig
+
+SHARED_DATA = os.environ.get(
+    "OPTAX_LS_DATA_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                 "data"),
+)
+"""Where the real subsets ``cifar10_subset.npz`` and ``mnist_subset.npz`` lie
+(``$OPTAX_LS_DATA_DIR``, by default ``../shared/data`` beside the repository)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """What ``python -m train`` runs; the defaults are the embedded default run.
+  """One training run; the defaults are the embedded default run (:func:`digits_mlp`).
 
   Attributes:
+    name: the configuration's name (printed and written with the metrics).
+    dataset: ``digits`` (embedded), a tfds name (``mnist``, ``fashion_mnist``,
+      ``cifar10``, ``cifar100``, ``svhn_cropped``, ``imagenet2012``) or
+      ``npz:PATH`` (see :func:`train.data.load`).
+    data_dir: tfds' data directory (None for its default).
+    test_fraction: the test share split off data without a test split.
+    model: a model name of :data:`models.MODEL_NAMES`.
+    model_kwargs: the model's arguments besides ``num_classes``.
+    optimizers: the optimizers trained, one after the other, from the same
+      initialisation and on the same batches.
     epochs: passes over the training set.
-    batch_size: examples per mini-batch (the last partial batch is dropped).
-    seed: seeds the train/test split, the initialisation and the batch order.
-    sgd_lr: the constant learning rate of the SGD baseline.
-    hidden: the MLP's hidden widths.
-    out: a directory for ``metrics.jsonl`` and ``curves.png``, or None for none.
+    batch_size: examples per update (global, over all devices).
+    eval_batch_size: examples per evaluation batch.
+    augment: whether to augment training images with the data set's augmentation
+      (:class:`train.data.DataSpec`: crop and flip for CIFAR, none for digits/MNIST).
+    seed: seeds the split, the initialisation, the batch order, augmentation
+      and dropout.
+    max_steps: stop after this many updates (None: all epochs); schedules still
+      span all epochs, so a run stopped early and resumed equals a longer one.
+    log_every: write a metrics line every this many updates.
+    checkpoint_every: save an orbax checkpoint every this many updates (0: never;
+      needs ``out``).
+    resume: continue from the latest checkpoint in ``out`` when there is one.
+    out: a directory for ``metrics.jsonl``, ``curves.png`` and checkpoints.
   """
 
+  name: str = "digits_mlp"
+  dataset: str = "digits"
+  data_dir: str | None = None
+  test_fraction: float = 0.2
+  model: str = "mlp"
+  model_kwargs: dict[str, Any] = dataclasses.field(default_factory=lambda: {"features": (128,)})
+  optimizers: tuple[OptimizerConfig, ...] = (
+      OptimizerConfig("sls"),
+      OptimizerConfig("sgd", learning_rate=0.1),
+  )
   epochs: int = 20
   batch_size: int = 32
+  eval_batch_size: int = 500
+  augment: bool = True
   seed: int = 0
-  sgd_lr: float = 0.1
-  hidden: tuple[int, ...] = (128,)
+  max_steps: int | None = None
+  log_every: int = 10
+  checkpoint_every: int = 0
+  resume: bool = False
   out: str | None = None
+
+  def validate(self) -> Config:
+    """Checks the fields that do not depend on the data; returns ``self``."""
+    if self.model_kwargs is None or "num_classes" in self.model_kwargs:
+      raise ValueError("`model_kwargs` must not set num_classes: the data set decides it.")
+    positive = ("epochs", "batch_size", "eval_batch_size", "log_every")
+    for field in positive:
+      if getattr(self, field) < 1:
+        raise ValueError(f"`{field}` must be >= 1, got {getattr(self, field)}.")
+    if self.max_steps is not None and self.max_steps < 1:
+      raise ValueError(f"`max_steps` must be >= 1 or None, got {self.max_steps}.")
+    if self.checkpoint_every < 0:
+      raise ValueError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
+    if (self.checkpoint_every or self.resume) and self.out is None:
+      raise ValueError("checkpoints (`checkpoint_every`, `resume`) need an `out` directory.")
+    if not 0.0 < self.test_fraction < 1.0:
+      raise ValueError(f"`test_fraction` must lie in (0, 1), got {self.test_fraction}.")
+    if not self.optimizers:
+      raise ValueError("`optimizers` is empty.")
+    names = [opt.name for opt in self.optimizers]
+    for name in names:
+      if name not in OPTIMIZERS:
+        raise ValueError(
+            f"Unknown optimizer {name!r}; known optimizers: {', '.join(sorted(OPTIMIZERS))}."
+        )
+    if len(set(names)) != len(names):
+      raise ValueError(f"`optimizers` names must be distinct, got {names}.")
+    return self
+
+
+def _subset(file: str) -> str:
+  return "npz:" + os.path.join(SHARED_DATA, file)
+
+
+def digits_mlp() -> Config:
+  """The embedded default: an MLP (128 hidden) on scikit-learn's digits, SLS against SGD."""
+  return Config()
+
+
+def mnist_mlp() -> Config:
+  """MNIST, MLP with one hidden layer of 1000 (seed 004's MNIST+MLP), TLR-paper protocol.
+
+  Batch 256, 80 epochs; SGD with the step schedule (lr 0.1, /10 at 50% and 75%)
+  against SLS.
+  """
+  return Config(
+      name="mnist_mlp",
+      dataset="mnist",
+      model_kwargs={"features": (1000,)},
+      optimizers=(OptimizerConfig("sls"), OptimizerConfig("sgd", learning_rate=0.1,
+                                                          schedule="step")),
+      epochs=80,
+      batch_size=256,
+  )
+
+
+def mnist_subset_mlp() -> Config:
+  """The real MNIST subset (8000 images, ``../shared/data``), MLP 512-512, SLS against SGD."""
+  return Config(
+      name="mnist_subset_mlp",
+      dataset=_subset("mnist_subset.npz"),
+      test_fraction=0.125,
+      model_kwargs={"features": (512, 512)},
+      optimizers=(OptimizerConfig("sls"), OptimizerConfig("sgd", learning_rate=0.1)),
+      epochs=5,
+      batch_size=128,
+      log_every=10,
+  )
+
+
+def cifar10_resnet20_subset() -> Config:
+  """ResNet-20 on the real CIFAR-10 subset (about 9% of the set, like seed 003's 8%).
+
+  Batch 128 and standard augmentation as in seed 003; SLS with its defaults.
+  """
+  return Config(
+      name="cifar10_resnet20_subset",
+      dataset=_subset("cifar10_subset.npz"),
+      test_fraction=0.1,
+      model="resnet20",
+      model_kwargs={},
+      optimizers=(OptimizerConfig("sls"),),
+      epochs=3,
+      batch_size=128,
+      log_every=5,
+  )
+
+
+def _cifar(dataset: str, model: str, model_kwargs: dict[str, Any] | None = None) -> Config:
+  """Seed 000's CIFAR protocol: batch 128, 200 epochs; SLS against Adam (1e-3) and SGD+momentum."""
+  return Config(
+      name=f"{dataset}_{model}",
+      dataset=dataset,
+      model=model,
+      model_kwargs=model_kwargs or {},
+      optimizers=(
+          OptimizerConfig("sls"),
+          OptimizerConfig("adam", learning_rate=1e-3),
+          OptimizerConfig("sgd", learning_rate=0.1, momentum=0.9, schedule="step",
+                          weight_decay=5e-4),
+      ),
+      epochs=200,
+      batch_size=128,
+      eval_batch_size=1000,
+      log_every=50,
+  )
+
+
+def cifar10_resnet34() -> Config:
+  """ResNet-34 (CIFAR stem) on CIFAR-10, seed 000's protocol."""
+  return _cifar("cifar10", "resnet34")
+
+
+def cifar100_resnet34() -> Config:
+  """ResNet-34 (CIFAR stem) on CIFAR-100, seed 000's protocol."""
+  return _cifar("cifar100", "resnet34")
+
+
+def cifar10_densenet121() -> Config:
+  """DenseNet-121 (CIFAR variant) on CIFAR-10, seed 000's protocol."""
+  return _cifar("cifar10", "densenet121")
+
+
+def cifar100_wrn16_4() -> Config:
+  """WRN-16-4 on CIFAR-100, seed 004's protocol: batch 256, 80 epochs, SGD step schedule vs SLS."""
+  return dataclasses.replace(
+      _cifar("cifar100", "wrn16_4"),
+      optimizers=(
+          OptimizerConfig("sls"),
+          OptimizerConfig("sgd", learning_rate=0.1, schedule="step"),
+      ),
+      epochs=80,
+      batch_size=256,
+  )
+
+
+def imagenet_resnet50() -> Config:
+  """ResNet-50 on ImageNet (tfds ``imagenet2012``, prepared by hand): SGD+momentum vs SLS.
+
+  Batch 256, 90 epochs, SGD lr 0.1 momentum 0.9 with the step schedule and
+  weight decay 1e-4 (the standard protocol).
+  """
+  return Config(
+      name="imagenet_resnet50",
+      dataset="imagenet2012",
+      model="resnet50",
+      model_kwargs={},
+      optimizers=(
+          OptimizerConfig("sgd", learning_rate=0.1, momentum=0.9, schedule="step",
+                          weight_decay=1e-4),
+          OptimizerConfig("sls"),
+      ),
+      epochs=90,
+      batch_size=256,
+      eval_batch_size=500,
+      log_every=100,
+  )
+
+
+CONFIGS: dict[str, Callable[[], Config]] = {
+    fn.__name__: fn
+    for fn in (
+        digits_mlp,
+        mnist_mlp,
+        mnist_subset_mlp,
+        cifar10_resnet20_subset,
+        cifar10_resnet34,
+        cifar100_resnet34,
+        cifar10_densenet121,
+        cifar100_wrn16_4,
+        imagenet_resnet50,
+    )
+}
+"""The named configurations: the papers' experiments."""
+
+
+def get_config(name: str) -> Config:
+  """The configuration registered under ``name`` (see :data:`CONFIGS`)."""
+  try:
+    return CONFIGS[name]()
+  except KeyError:
+    raise ValueError(f"Unknown config {name!r}; known configs: {', '.join(CONFIGS)}.") from None
+
+
+def _literal(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_override(config: Config, assignment: str) -> Config:
+  """Returns ``config`` with one ``KEY=VALUE`` assignment of ``--set`` applied.
+
+  Example:
+    >>> c = apply_override(Config(), "opt.kwargs.c=0.5")
+    >>> [o.kwargs for o in c.optimizers]
+    [{'c': 0.5}, {'c': 0.5}]
+  """
+  key, sep, text = assignment.partition("=")
+  if not sep or not key:
+    raise ValueError(f"expected KEY=VALUE, got {assignment!r}")
+  value = _literal(text)
+  parts = key.split(".")
+  if parts[0] == "model" and len(parts) == 2:
+    return dataclasses.replace(config, model_kwargs={**config.model_kwargs, parts[1]: value})
+  if parts[0] == "opt" and len(parts) == 3 and parts[1] == "kwargs":
+    return dataclasses.replace(
+        config,
+        optimizers=tuple(
+            dataclasses.replace(o, kwargs={**o.kwargs, parts[2]: value}) for o in config.optimizers
+        ),
+    )
+  if parts[0] == "opt" and len(parts) == 2:
+    fields = {f.name for f in dataclasses.fields(OptimizerConfig)} - {"kwargs", "name"}
+    if parts[1] not in fields:
+      raise ValueError(f"unknown optimizer field {parts[1]!r}; fields: {', '.join(sorted(fields))}")
+    return dataclasses.replace(
+        config,
+        optimizers=tuple(dataclasses.replace(o, **{parts[1]: value}) for o in config.optimizers),
+    )
+  fields = {f.name for f in dataclasses.fields(Config)} - {"optimizers"}
+  if len(parts) != 1 or key not in fields:
+    raise ValueError(
+        f"unknown key {key!r}: use a Config field ({', '.join(sorted(fields))}), model.KEY, "
+        "opt.FIELD or opt.kwargs.KEY"
+    )
+  return dataclasses.replace(config, **{key: value})
 
 
 def _int_at_least(minimum: int, what: str):
-  """An argparse type: an integer that is at least ``minimum`` (``what`` names it)."""
-
   def parse(text: str) -> int:
     try:
       value = int(text)
@@ -57,72 +342,79 @@ def _positive_float(text: str) -> float:
   return value
 
 
-def _widths(text: str) -> tuple[int, ...]:
-  parts = [part.strip() for part in text.split(",")]
-  try:
-    return tuple(_positive_int(part) for part in parts)
-  except argparse.ArgumentTypeError:
-    raise argparse.ArgumentTypeError(
-        f"expected comma-separated positive integers such as 128 or 256,128, got {text!r}"
-    ) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
-  """The command line of ``python -m train``; every default is :class:`Config`'s."""
-  default = Config()
+  """The command line of ``python -m train``."""
   parser = argparse.ArgumentParser(
       prog="python -m train",
       description=(
-          "Train an MLP on scikit-learn's handwritten digits with SGD + stochastic Armijo "
-          "line search (optax_ls.sls) and with plain SGD, side by side from the same "
-          "initialisation, and print per-epoch metrics."
+          "Train a Flax model with optax_ls line searches and baselines. With no arguments: "
+          "an MLP on scikit-learn's handwritten digits with SGD + stochastic Armijo line "
+          "search (optax_ls.sls) and with plain SGD, side by side from the same initialisation."
       ),
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+      epilog="Configs: " + ", ".join(CONFIGS) + ". Optimizers: " + ", ".join(sorted(OPTIMIZERS)),
   )
-  parser.add_argument("--epochs", type=_positive_int, default=default.epochs, help="epochs")
-  parser.add_argument(
-      "--batch-size", type=_positive_int, default=default.batch_size, help="examples per batch"
-  )
-  parser.add_argument(
-      "--seed", type=_non_negative_int, default=default.seed, help="split, init and batch seed"
-  )
-  parser.add_argument(
-      "--sgd-lr", type=_positive_float, default=default.sgd_lr, help="SGD baseline learning rate"
-  )
-  parser.add_argument(
-      "--hidden",
-      type=_widths,
-      default=",".join(map(str, default.hidden)),
-      metavar="W1[,W2,...]",
-      help="comma-separated hidden layer widths",
-  )
-  parser.add_argument(
-      "--out", default=default.out, metavar="DIR", help="write metrics.jsonl and curves.png here"
-  )
+  parser.add_argument("--config", default="digits_mlp", choices=sorted(CONFIGS),
+                      metavar="NAME", help="a named configuration (default: digits_mlp)")
+  parser.add_argument("--optimizer", metavar="NAME[,NAME...]",
+                      help="train with these optimizers instead of the config's (defaults of each)")
+  parser.add_argument("--lr", type=_positive_float, help="learning rate of every baseline")
+  parser.add_argument("--epochs", type=_positive_int, help="epochs")
+  parser.add_argument("--batch-size", type=_positive_int, help="examples per batch")
+  parser.add_argument("--max-steps", type=_positive_int, help="stop after this many updates")
+  parser.add_argument("--seed", type=_non_negative_int, help="split, init, order and augment seed")
+  parser.add_argument("--dataset", help="override the data set (tfds name, digits or npz:PATH)")
+  parser.add_argument("--data-dir", help="tfds data directory")
+  parser.add_argument("--model", help="override the model (a models.MODEL_NAMES name; its "
+                      "arguments then start empty: add them with --set model.KEY=VALUE)")
+  parser.add_argument("--out", metavar="DIR", help="write metrics.jsonl, curves.png, checkpoints")
+  parser.add_argument("--checkpoint-every", type=_non_negative_int, metavar="STEPS",
+                      help="save a checkpoint every STEPS updates (needs --out)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue from the latest checkpoint in --out")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a field: FIELD, model.KEY, opt.FIELD or opt.kwargs.KEY")
   return parser
 
 
-def parse_args(argv: Sequence[str] | None = None, max_batch_size: int | None = None) -> Config:
+def parse_args(argv: Sequence[str] | None = None) -> Config:
   """Parses the command line ``argv`` (``sys.argv[1:]`` when None) into a :class:`Config`.
 
-  Args:
-    argv: the arguments, without the program name.
-    max_batch_size: the largest batch size allowed (the training set size), if known.
-
-  Returns:
-    The configuration; bad arguments exit with argparse's usage message.
+  Bad arguments exit with argparse's usage message and the reason.
   """
   parser = build_parser()
   args = parser.parse_args(argv)
-  if max_batch_size is not None and args.batch_size > max_batch_size:
-    parser.error(
-        f"argument --batch-size: {args.batch_size} exceeds the {max_batch_size} training examples"
+  config = get_config(args.config)
+  if args.optimizer:
+    names = [n.strip() for n in args.optimizer.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+      known = ", ".join(sorted(OPTIMIZERS))
+      parser.error(f"argument --optimizer: unknown {unknown}; known: {known}")
+    config = dataclasses.replace(config, optimizers=tuple(OptimizerConfig(n) for n in names))
+  if args.lr is not None:
+    config = dataclasses.replace(
+        config,
+        optimizers=tuple(dataclasses.replace(o, learning_rate=args.lr) for o in config.optimizers),
     )
-  return Config(
-      epochs=args.epochs,
-      batch_size=args.batch_size,
-      seed=args.seed,
-      sgd_lr=args.sgd_lr,
-      hidden=tuple(args.hidden),
-      out=args.out,
-  )
+  plain = {
+      "epochs": args.epochs,
+      "batch_size": args.batch_size,
+      "max_steps": args.max_steps,
+      "seed": args.seed,
+      "dataset": args.dataset,
+      "data_dir": args.data_dir,
+      "model": args.model,
+      "out": args.out,
+      "checkpoint_every": args.checkpoint_every,
+  }
+  if args.model is not None and args.model != config.model:
+    config = dataclasses.replace(config, model_kwargs={})  # the old model's arguments
+  config = dataclasses.replace(config, **{k: v for k, v in plain.items() if v is not None})
+  if args.resume:
+    config = dataclasses.replace(config, resume=True)
+  try:
+    for assignment in args.set:
+      config = apply_override(config, assignment)
+    return config.validate()
+  except (ValueError, TypeError) as error:
+    parser.error(str(error))

@@ -1,14 +1,33 @@
-"""Data for the training harness: the embedded digits data set and mini-batching.
+"""Data for the training harness: loading, mini-batching, augmentation and normalisation.
 
-The embedded default is scikit-learn's ``load_digits``: 1797 real 8x8 grey-scale
-handwritten digits (10 classes) that ship with scikit-learn, so the main job runs
-without the internet.
+Three kinds of data, all read with NumPy only (no TensorFlow):
+
+* ``"digits"``: scikit-learn's ``load_digits``, 1797 real 8x8 grey-scale handwritten
+  digits (10 classes) that ship with scikit-learn: the embedded default, so the main
+  job runs without the internet.
+* a TensorFlow Datasets name (:data:`TFDS_DATASETS`): read through
+  ``tfds.data_source``, random access to the ``array_record`` files of a prepared
+  dataset (TensorFlow is not needed to read them).
+* ``"npz:PATH"``: arrays ``x``, ``y`` (and optionally ``x_test``, ``y_test``) in a
+  local ``.npz`` file, e.g. the real subsets in ``../shared/data``.
+
+:func:`load` gives the two splits as *sources* (anything with ``__len__`` and
+``get(indices) -> (images, labels)``) and a :class:`DataSpec`; :func:`batches` and
+:func:`eval_batches` turn a source into normalised float32 NHWC mini-batches, in an
+order (and with augmentation) fixed by ``(seed, epoch)``, so optimizers trained side
+by side see the same batches and a run resumed mid-epoch sees the batches it would
+have seen.
+
+The digits-only helpers of the first harness (:class:`Split`, :func:`load_digits_split`,
+:func:`num_batches`, :func:`train_batches`) are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import pathlib
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -16,6 +35,307 @@ from sklearn.datasets import load_digits
 DIGITS_NUM_EXAMPLES = 1797
 DIGITS_NUM_CLASSES = 10
 DIGITS_TEST_SIZE = 360
+
+IMAGENET_RESIZE = 256
+"""ImageNet images are resized (short side) and centre-cropped to this square."""
+
+NPZ_PREFIX = "npz:"
+
+
+class Source(Protocol):
+  """One split of a data set with random access: what :func:`batches` reads."""
+
+  def __len__(self) -> int:
+    """The number of examples."""
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``[n, H, W, C]`` (uint8, or float on ``[0, 1]``) and int32 labels ``[n]``."""
+
+
+class Dataset(NamedTuple):
+  """One split held in memory: images ``x`` ``[n, H, W, C]`` and int32 labels ``y`` ``[n]``.
+
+  A :class:`Source`: ``len(dataset)`` is the number of examples (not 2).
+
+  Attributes:
+    x: the images, uint8 (or float on the ``[0, 1]`` scale), NHWC.
+    y: the labels, int32.
+  """
+
+  x: np.ndarray
+  y: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.y)
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The examples at ``indices``, as ``(images, labels)``."""
+    return self.x[indices], self.y[indices]
+
+
+class TfdsSource:
+  """One split of a prepared TensorFlow Datasets data set, read through ``tfds.data_source``.
+
+  :meth:`get` reads a batch with the data source's ``__getitems__`` (one batched
+  random access; tfds decodes the images). ImageNet images, of varying sizes, are
+  resized so that their short side is ``resize`` pixels and centre-cropped to a
+  ``resize`` x ``resize`` square (PIL, bilinear with antialiasing).
+
+  Args:
+    data_source: the object ``tfds.data_source(name, split=...)`` returns.
+    resize: the side of the square images are resized to, or None to keep them.
+  """
+
+  def __init__(self, data_source: Any, resize: int | None = None):
+    self.data_source = data_source
+    self.resize = resize
+
+  def __len__(self) -> int:
+    return len(self.data_source)
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The examples at ``indices``, as ``(uint8 images [n, H, W, C], int32 labels [n])``."""
+    records = self.data_source.__getitems__([int(i) for i in np.asarray(indices).ravel()])
+    images = [np.asarray(r["image"]) for r in records]
+    if self.resize is not None:
+      images = [_resize_centre_crop(image, self.resize) for image in images]
+    labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+    return np.stack(images), labels
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What the model and the harness need to know about a data set.
+
+  Images reach the model as ``(x / pixel_scale - mean) / std`` per channel, of shape
+  ``image_shape``. With augmentation, a training image is zero-padded by
+  ``augment_crop`` pixels on each side (in pixel space: the padding is black), a
+  random ``image_shape`` window is cut out of it, and the window is mirrored
+  left-right with probability 1/2 when ``augment_flip``. Sources whose images are
+  larger than ``image_shape`` (ImageNet: 256 for 224) are cropped the same way: a
+  random window with augmentation, the centred one without.
+
+  Defaults per data set: CIFAR-10/100: crop 4 + flip (the standard CIFAR
+  augmentation); SVHN: crop 4, no flip (mirrored digits are other digits);
+  MNIST, Fashion-MNIST, digits: none; ImageNet: random 224 crop of the 256-square
+  + flip (a simple stand-in for the usual random-resized crop); ``.npz``: crop 4 +
+  flip for colour images, none for grey-scale ones.
+
+  Attributes:
+    name: the data set's name.
+    num_classes: the number of classes.
+    image_shape: ``(height, width, channels)`` of the model's input.
+    num_train: the number of training examples.
+    num_test: the number of test examples.
+    mean: the per-channel mean, on the ``[0, 1]`` scale.
+    std: the per-channel standard deviation, on the ``[0, 1]`` scale.
+    pixel_scale: the value of a white pixel in the stored images (255 for uint8;
+      16 for digits; 1 for float images already on ``[0, 1]``).
+    augment_crop: the zero padding (pixels per side) before the random crop; 0 for
+      no padding.
+    augment_flip: whether augmentation mirrors images left-right.
+  """
+
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  num_train: int
+  num_test: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  pixel_scale: float = 255.0
+  augment_crop: int = 0
+  augment_flip: bool = False
+
+
+class _TfdsInfo(NamedTuple):
+  test_split: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment_crop: int
+  augment_flip: bool
+  resize: int | None = None
+
+
+# Per-channel statistics of the training splits (ImageNet: the usual torchvision ones).
+TFDS_DATASETS: dict[str, _TfdsInfo] = {
+    "mnist": _TfdsInfo("test", 10, (28, 28, 1), (0.1307,), (0.3081,), 0, False),
+    "fashion_mnist": _TfdsInfo("test", 10, (28, 28, 1), (0.2860,), (0.3530,), 0, False),
+    "cifar10": _TfdsInfo(
+        "test", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True
+    ),
+    "cifar100": _TfdsInfo(
+        "test", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True
+    ),
+    "svhn_cropped": _TfdsInfo(
+        "test", 10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False
+    ),
+    "imagenet2012": _TfdsInfo(
+        "validation",
+        1000,
+        (224, 224, 3),
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        0,
+        True,
+        IMAGENET_RESIZE,
+    ),
+}
+"""The TensorFlow Datasets names :func:`load` knows, with their test split and defaults."""
+
+
+def load(
+    name: str, *, data_dir: str | None = None, seed: int = 0, test_fraction: float = 0.1
+) -> tuple[Source, Source, DataSpec]:
+  """Loads a data set's training and test splits.
+
+  Args:
+    name: ``"digits"``; a TensorFlow Datasets name from :data:`TFDS_DATASETS`
+      (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``,
+      ``imagenet2012``; test split: ``test``, for ImageNet ``validation``); or
+      ``"npz:PATH"``, a local ``.npz`` file with ``x`` (``[n, H, W]`` or
+      ``[n, H, W, C]``) and ``y`` and optionally ``x_test`` and ``y_test``; a
+      relative ``PATH`` is looked up under ``data_dir`` when that is given.
+    data_dir: the TensorFlow Datasets directory (None: tfds's default,
+      ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), or the directory of
+      relative ``.npz`` paths. Nothing is downloaded: a tfds data set must have
+      been prepared in the ``array_record`` format.
+    seed: the seed of the permutation that picks the test examples when the data
+      set has no test split (digits, ``.npz`` without ``x_test``).
+    test_fraction: the fraction of the examples held out for testing then.
+
+  Returns:
+    ``(train, test, spec)``: two :class:`Source` objects and the :class:`DataSpec`.
+    Digits images are uint8 in 0..16 (``pixel_scale`` 16, mean 0, std 1: the model
+    sees ``x / 16`` as in :func:`load_digits_split`); the ``.npz`` statistics are
+    those of its training split.
+
+  Raises:
+    ValueError: for an unknown name, a bad ``test_fraction`` or a malformed file.
+    FileNotFoundError: for a missing ``.npz`` file or a tfds data set that is not
+      prepared in ``data_dir`` (the message says how to prepare it).
+
+  Example:
+    >>> train, test, spec = load("digits", test_fraction=0.2)
+    >>> len(train), len(test), spec.image_shape, spec.num_classes
+    (1438, 359, (8, 8, 1), 10)
+  """
+  if name == "digits":
+    digits = load_digits()
+    x = digits.images.astype(np.uint8)[..., None]
+    y = digits.target.astype(np.int32)
+    train, test = _split(x, y, seed, test_fraction)
+    spec = DataSpec(
+        name="digits",
+        num_classes=DIGITS_NUM_CLASSES,
+        image_shape=(8, 8, 1),
+        num_train=len(train),
+        num_test=len(test),
+        mean=(0.0,),
+        std=(1.0,),
+        pixel_scale=16.0,
+    )
+    return train, test, spec
+  if name.startswith(NPZ_PREFIX):
+    return _load_npz(name[len(NPZ_PREFIX):], data_dir, seed, test_fraction)
+  if name in TFDS_DATASETS:
+    return _load_tfds(name, data_dir)
+  known = ", ".join(["digits", *TFDS_DATASETS, "npz:PATH"])
+  raise ValueError(f"Unknown data set {name!r}: expected one of {known}.")
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
+  """The number of mini-batches :func:`batches` yields in one epoch.
+
+  Example:
+    >>> steps_per_epoch(10, 4), steps_per_epoch(10, 4, drop_remainder=False)
+    (2, 3)
+  """
+  if batch_size < 1:
+    raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+  if drop_remainder:
+    return num_examples // batch_size
+  return -(-num_examples // batch_size)
+
+
+def batches(
+    source: Source,
+    spec: DataSpec,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    augment: bool,
+    drop_remainder: bool = True,
+    start_batch: int = 0,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Yields the shuffled, normalised (and possibly augmented) mini-batches of one epoch.
+
+  The order is a permutation drawn from ``(seed, epoch)``; the augmentation of
+  batch ``i`` (crop offsets and flips, see :class:`DataSpec`) is drawn from a
+  generator seeded with ``(seed, epoch, i)``. So the batches depend only on
+  ``(seed, epoch)``, and ``start_batch`` resumes an epoch exactly: the batches
+  before it are skipped without being read.
+
+  Args:
+    source: the training split.
+    spec: the data set's :class:`DataSpec`.
+    batch_size: the number of examples per batch.
+    seed: the run's seed (non-negative).
+    epoch: the epoch's index (non-negative).
+    augment: whether to augment (random crop / flip as ``spec`` says).
+    drop_remainder: drop the last partial batch (every batch then has
+      ``batch_size`` examples, so one compiled train step serves them all).
+    start_batch: the index of the first batch to yield.
+
+  Yields:
+    ``(x, y)``: float32 images ``[batch, *spec.image_shape]`` and int32 labels.
+
+  Example:
+    >>> train, _, spec = load("digits")
+    >>> x, y = next(batches(train, spec, batch_size=32, seed=0, epoch=0, augment=False))
+    >>> x.shape, x.dtype, y.shape, y.dtype
+    ((32, 8, 8, 1), dtype('float32'), (32,), dtype('int32'))
+  """
+  num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
+  if not 0 <= start_batch <= num_steps:
+    raise ValueError(f"`start_batch` must lie in [0, {num_steps}], got {start_batch}.")
+  if seed < 0 or epoch < 0:
+    raise ValueError(f"`seed` and `epoch` must be non-negative, got {seed} and {epoch}.")
+  order = np.random.default_rng([seed, epoch]).permutation(len(source))
+  return _batches(source, spec, order, batch_size, seed, epoch, augment, start_batch, num_steps)
+
+
+def eval_batches(
+    source: Source, spec: DataSpec, *, batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Yields the whole split in order, in batches of ``batch_size``, without augmentation.
+
+  The last batch is padded to ``batch_size`` with zero images (label 0), so that one
+  compiled evaluation step serves every batch; ``mask`` marks the real examples.
+
+  Args:
+    source: the split to evaluate on.
+    spec: the data set's :class:`DataSpec`.
+    batch_size: the number of examples per batch.
+
+  Yields:
+    ``(x, y, mask)``: float32 images ``[batch_size, *spec.image_shape]``, int32
+    labels ``[batch_size]`` and a bool mask ``[batch_size]``.
+
+  Example:
+    >>> _, test, spec = load("digits")
+    >>> sum(int(mask.sum()) for _, _, mask in eval_batches(test, spec, batch_size=64)) == len(test)
+    True
+  """
+  if batch_size < 1:
+    raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+  return _eval_batches(source, spec, batch_size)
+
+
+# The digits-only helpers of the first harness.
 
 
 class Split(NamedTuple):
@@ -85,3 +405,209 @@ def train_batches(
   for i in range(num_batches(len(x), batch_size)):
     idx = order[i * batch_size : (i + 1) * batch_size]
     yield x[idx], y[idx]
+
+
+# Private helpers.
+
+
+def _batches(source, spec, order, batch_size, seed, epoch, augment, start_batch, num_steps):
+  for i in range(start_batch, num_steps):
+    x, y = source.get(order[i * batch_size : (i + 1) * batch_size])
+    # The trailing 1 keeps these streams apart from the permutation's: SeedSequence
+    # pads short entropy with zeros, so [seed, epoch] == [seed, epoch, 0].
+    rng = np.random.default_rng([seed, epoch, i, 1]) if augment else None
+    yield _prepare(x, spec, rng), y
+
+
+def _eval_batches(source, spec, batch_size):
+  n = len(source)
+  for start in range(0, n, batch_size):
+    x, y = source.get(np.arange(start, min(start + batch_size, n)))
+    x = _prepare(x, spec, None)
+    mask = np.zeros(batch_size, dtype=bool)
+    mask[: len(y)] = True
+    pad = batch_size - len(y)
+    if pad:
+      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+      y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    yield x, y, mask
+
+
+def _prepare(x: np.ndarray, spec: DataSpec, rng: np.random.Generator | None) -> np.ndarray:
+  """Crops (and with ``rng``, augments) then normalises a batch of stored images."""
+  height, width, channels = spec.image_shape
+  if x.ndim != 4 or x.shape[-1] != channels:
+    raise ValueError(f"Expected images [n, H, W, {channels}] for {spec.name}, got {x.shape}.")
+  if x.shape[1] < height or x.shape[2] < width:
+    raise ValueError(f"Images {x.shape[1:3]} are smaller than {spec.name}'s {(height, width)}.")
+  if rng is None:
+    top = (x.shape[1] - height) // 2
+    left = (x.shape[2] - width) // 2
+    x = x[:, top : top + height, left : left + width]
+  else:
+    pad = spec.augment_crop
+    if pad:
+      x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    x = _random_crop(x, height, width, rng)  # a new array: flipping in place is safe
+    if spec.augment_flip:
+      flip = rng.random(len(x)) < 0.5
+      x[flip] = x[flip, :, ::-1]
+  mean = np.asarray(spec.mean, np.float64)
+  std = np.asarray(spec.std, np.float64)
+  out = x.astype(np.float32)
+  out *= (1.0 / (spec.pixel_scale * std)).astype(np.float32)
+  out -= (mean / std).astype(np.float32)
+  return out
+
+
+def _random_crop(x: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+  """A uniformly random ``height`` x ``width`` window of each image."""
+  n, full_height, full_width, _ = x.shape
+  top = rng.integers(0, full_height - height + 1, size=n)
+  left = rng.integers(0, full_width - width + 1, size=n)
+  windows = np.lib.stride_tricks.sliding_window_view(x, (height, width), axis=(1, 2))
+  return windows[np.arange(n), top, left].transpose(0, 2, 3, 1)
+
+
+def _resize_centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """Resizes the short side of ``image`` to ``size`` and cuts out the centred square."""
+  from PIL import Image
+
+  height, width = image.shape[:2]
+  scale = size / min(height, width)
+  new_height, new_width = max(size, round(height * scale)), max(size, round(width * scale))
+  squeeze = image.ndim == 3 and image.shape[-1] == 1
+  pil = Image.fromarray(image[..., 0] if squeeze else image)
+  resized = np.asarray(pil.resize((new_width, new_height), Image.BILINEAR))
+  if squeeze:
+    resized = resized[..., None]
+  top, left = (new_height - size) // 2, (new_width - size) // 2
+  return resized[top : top + size, left : left + size]
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, seed: int, test_fraction: float
+) -> tuple[Dataset, Dataset]:
+  """A random split fixed by ``seed``: ``round(n * test_fraction)`` examples for testing."""
+  n = len(y)
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"`test_fraction` must lie in (0, 1), got {test_fraction}.")
+  num_test = round(n * test_fraction)
+  if not 0 < num_test < n:
+    raise ValueError(f"`test_fraction` {test_fraction} leaves an empty split of {n} examples.")
+  order = np.random.default_rng(seed).permutation(n)
+  test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
+  return Dataset(x[train], y[train]), Dataset(x[test], y[test])
+
+
+def _load_npz(path_str: str, data_dir: str | None, seed: int, test_fraction: float):
+  path = pathlib.Path(path_str).expanduser()
+  if data_dir is not None and not path.is_absolute():
+    path = pathlib.Path(data_dir).expanduser() / path
+  if not path.is_file():
+    raise FileNotFoundError(f"No .npz file at {path} (from {NPZ_PREFIX}{path_str}).")
+  with np.load(path) as arrays:
+    keys = set(arrays.files)
+    if not {"x", "y"} <= keys:
+      raise ValueError(f"{path} must hold arrays `x` and `y`, found {sorted(keys)}.")
+    if ("x_test" in keys) != ("y_test" in keys):
+      raise ValueError(f"{path} must hold both `x_test` and `y_test` or neither.")
+    x, y = _npz_pair(path, arrays["x"], arrays["y"], "x", "y")
+    if "x_test" in keys:
+      train = Dataset(x, y)
+      test = Dataset(*_npz_pair(path, arrays["x_test"], arrays["y_test"], "x_test", "y_test"))
+      if test.x.shape[1:] != x.shape[1:]:
+        raise ValueError(f"{path}: `x_test` images {test.x.shape[1:]} differ from {x.shape[1:]}.")
+    else:
+      train, test = _split(x, y, seed, test_fraction)
+  pixel_scale = 1.0 if np.issubdtype(x.dtype, np.floating) else 255.0
+  mean, std = _channel_stats(train.x, pixel_scale)
+  colour = x.shape[-1] == 3
+  spec = DataSpec(
+      name=path.stem,
+      num_classes=int(max(train.y.max(), test.y.max())) + 1,
+      image_shape=tuple(int(d) for d in x.shape[1:]),
+      num_train=len(train),
+      num_test=len(test),
+      mean=mean,
+      std=std,
+      pixel_scale=pixel_scale,
+      augment_crop=4 if colour else 0,
+      augment_flip=colour,
+  )
+  return train, test, spec
+
+
+def _npz_pair(path, x, y, x_key, y_key):
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4 or len(x) != len(y) or y.ndim != 1 or len(y) == 0:
+    raise ValueError(
+        f"{path}: `{x_key}` must be [n, H, W] or [n, H, W, C] and `{y_key}` [n] (n > 0), "
+        f"got {x.shape} and {y.shape}."
+    )
+  if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+    raise ValueError(f"{path}: `{y_key}` must hold non-negative integer labels.")
+  return x, y.astype(np.int32)
+
+
+def _channel_stats(x: np.ndarray, pixel_scale: float) -> tuple[tuple[float, ...], ...]:
+  """Per-channel mean and standard deviation on ``[0, 1]`` (std 1 for a constant channel)."""
+  mean = x.mean(axis=(0, 1, 2), dtype=np.float64) / pixel_scale
+  second = np.mean(np.square(x, dtype=np.float64), axis=(0, 1, 2)) / pixel_scale**2
+  std = np.sqrt(np.maximum(second - mean**2, 0.0))
+  std = np.where(std > 1e-6, std, 1.0)
+  return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _load_tfds(name: str, data_dir: str | None):
+  import tensorflow_datasets as tfds
+
+  info = TFDS_DATASETS[name]
+  sources = []
+  for split in ("train", info.test_split):
+    try:
+      data_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    # What tfds raises depends on what is missing (NotImplementedError for no
+    # array_record files, KeyError for no split info, OSError, ...): all mean "not prepared".
+    except (NotImplementedError, KeyError, ValueError, AssertionError, OSError) as err:
+      cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
+      message = _not_prepared_message(name, data_dir, split)
+      raise FileNotFoundError(f"{message}\n(tfds: {type(err).__name__}: {cause})") from err
+    sources.append(TfdsSource(data_source, resize=info.resize))
+  train, test = sources
+  spec = DataSpec(
+      name=name,
+      num_classes=info.num_classes,
+      image_shape=info.image_shape,
+      num_train=len(train),
+      num_test=len(test),
+      mean=info.mean,
+      std=info.std,
+      augment_crop=info.augment_crop,
+      augment_flip=info.augment_flip,
+  )
+  return train, test, spec
+
+
+def _not_prepared_message(name: str, data_dir: str | None, split: str) -> str:
+  if data_dir is None:
+    from tensorflow_datasets.core import constants
+
+    where = f"the default data_dir {constants.get_default_data_dir()} (data_dir=None)"
+  else:
+    where = f"data_dir={data_dir}"
+  manual = (
+      " ImageNet cannot be downloaded automatically: put ILSVRC2012_img_train.tar and "
+      "ILSVRC2012_img_val.tar in <data_dir>/downloads/manual first."
+      if name == "imagenet2012"
+      else ""
+  )
+  return (
+      f"TensorFlow Datasets data set {name!r} (split {split!r}) is not prepared in the "
+      f"array_record format in {where}. Prepare it once (this needs the internet, and "
+      f"TensorFlow for most data sets) with\n"
+      f"  tfds build {name} --data_dir=<data_dir> --file_format=array_record\n"
+      f"or tfds.builder({name!r}, data_dir=<data_dir>).download_and_prepare("
+      f"file_format='array_record'), then pass that data_dir.{manual}"
+  )

@@ -1,42 +1,52 @@
-"""Printing, saving and plotting the history of a run."""
+"""Printing, saving and plotting the records of a run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 
-HEADER = (
-    f"{'epoch':>5}  {'optimizer':<9}  {'train_loss':>10}  {'test_acc':>8}  "
-    f"{'step_size':>9}  {'evals/step':>10}"
-)
 
-
-def format_row(name: str, record: dict[str, Any]) -> str:
-  """One table line (matching :data:`HEADER`) for ``name``'s epoch ``record``."""
-  evals = record["evals_per_step"]
-  evals_text = "-" if evals is None else f"{evals:.2f}"
-  return (
-      f"{record['epoch']:>5}  {name:<9}  {record['train_loss']:>10.4f}  "
-      f"{record['test_accuracy']:>8.4f}  {record['step_size']:>9.3g}  {evals_text:>10}"
+def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -> str:
+  """One line for ``name``'s epoch record ``evals``, with the last step size of ``train``."""
+  line = (
+      f"{name:<12} epoch {evals['epoch']:>3}  step {evals['step']:>6}  "
+      f"train_loss {evals['train_loss']:.4f}  test_loss {evals['test_loss']:.4f}  "
+      f"test_acc {evals['test_accuracy']:.4f}"
   )
+  if train and "learning_rate" in train[-1]:
+    line += f"  step_size {train[-1]['learning_rate']:.3g}"
+  if train and "evals_per_step" in train[-1]:
+    line += f"  evals/step {train[-1]['evals_per_step']:.2f}"
+  return line + f"  ({evals['seconds']:.1f} s)"
 
 
-def summary(history: dict[str, list[dict[str, Any]]], wall_seconds: float, out: str | None) -> str:
-  """The closing lines: each optimizer's final test accuracy and training time."""
+def throughput(train: list[dict[str, Any]]) -> float | None:
+  """Median images/s of the metrics windows after the first (which holds the compilation)."""
+  rates = [r["images_per_s"] for r in train[1:]]
+  return float(np.median(rates)) if rates else None
+
+
+def summary(history: dict[str, Any], wall_seconds: float, out: str | None) -> str:
+  """The closing lines: each optimizer's final test accuracy, loss and throughput."""
   lines = ["final test accuracy:"]
   for name, records in history.items():
-    train_seconds = sum(r["seconds"] for r in records)
+    if not records["eval"]:
+      continue
+    last = records["eval"][-1]
+    rate = throughput(records["train"])
+    rate_text = "-" if rate is None else f"{rate:.0f} images/s"
     lines.append(
-        f"  {name:<9} {records[-1]['test_accuracy']:.4f}  "
-        f"(train loss {records[-1]['train_loss']:.4f}, {train_seconds:.1f} s training)"
+        f"  {name:<12} {last['test_accuracy']:.4f}  (train loss {last['train_loss']:.4f}, "
+        f"test loss {last['test_loss']:.4f}, {rate_text})"
     )
   lines.append(f"wall time: {wall_seconds:.1f} s")
   if out is not None:
@@ -44,39 +54,64 @@ def summary(history: dict[str, list[dict[str, Any]]], wall_seconds: float, out: 
   return "\n".join(lines)
 
 
-def write_metrics(history: dict[str, list[dict[str, Any]]], out: str) -> str:
-  """Writes one JSON object per optimizer and epoch to ``out/metrics.jsonl``; returns its path."""
+def _jsonable(value: Any) -> Any:
+  if dataclasses.is_dataclass(value):
+    return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, list | tuple):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+def write_metrics(history: dict[str, Any], config: Any, out: str) -> str:
+  """Writes ``out/metrics.jsonl``; returns its path.
+
+  The first line is ``{"kind": "config", ...}``; then one line per record,
+  ``{"kind": "train" | "eval", "optimizer": name, ...}``.
+  """
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, METRICS_FILE)
   with open(path, "w") as f:
+    f.write(json.dumps({"kind": "config", **_jsonable(config)}) + "\n")
     for name, records in history.items():
-      for record in records:
-        f.write(json.dumps({"optimizer": name, **record}) + "\n")
+      for kind in ("train", "eval"):
+        for record in records[kind]:
+          f.write(json.dumps({"kind": kind, "optimizer": name, **record}) + "\n")
   return path
 
 
-def plot_curves(history: dict[str, list[dict[str, Any]]], out: str) -> str:
-  """Plots train loss, test accuracy and step size per epoch to ``out/curves.png``.
+def plot_curves(history: dict[str, Any], out: str, title: str = "") -> str:
+  """Plots the training curves and the step size to ``out/curves.png``; returns the path.
 
-  Uses the Agg canvas directly, so no display and no global pyplot state are involved.
-  Returns the path written.
+  Four panels: training loss and training accuracy per metrics window (against
+  the update step), test accuracy per epoch, and the step size (log scale) of the
+  optimizers that report one. Uses the Agg canvas, no pyplot state.
   """
   os.makedirs(out, exist_ok=True)
-  fig = Figure(figsize=(13, 3.8), layout="constrained")
+  fig = Figure(figsize=(16, 3.8), layout="constrained")
   FigureCanvasAgg(fig)
-  loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+  loss_ax, acc_ax, test_ax, lr_ax = fig.subplots(1, 4)
   for name, records in history.items():
-    epochs = [r["epoch"] for r in records]
-    loss_ax.plot(epochs, [r["train_loss"] for r in records], marker=".", label=name)
-    acc_ax.plot(epochs, [r["test_accuracy"] for r in records], marker=".", label=name)
-    lr_ax.plot(epochs, [r["step_size"] for r in records], marker=".", label=name)
-  loss_ax.set(title="train loss (epoch mean)", xlabel="epoch", yscale="log")
-  acc_ax.set(title="test accuracy", xlabel="epoch")
-  lr_ax.set(title="step size (last update of the epoch)", xlabel="epoch", yscale="log")
-  for ax in (loss_ax, acc_ax, lr_ax):
+    train, evals = records["train"], records["eval"]
+    steps = [r["step"] for r in train]
+    loss_ax.plot(steps, [r["loss"] for r in train], label=name)
+    acc_ax.plot(steps, [r["accuracy"] for r in train], label=name)
+    test_ax.plot([r["step"] for r in evals], [r["test_accuracy"] for r in evals], marker=".",
+                 label=name)
+    rated = [r for r in train if r.get("learning_rate", 0) > 0]
+    if rated:
+      lr_ax.plot([r["step"] for r in rated], [r["learning_rate"] for r in rated], label=name)
+  loss_ax.set(title="training loss (mini-batch)", xlabel="step", yscale="log")
+  acc_ax.set(title="training accuracy (mini-batch)", xlabel="step")
+  test_ax.set(title="test accuracy (each epoch)", xlabel="step")
+  lr_ax.set(title="step size", xlabel="step", yscale="log")
+  for ax in (loss_ax, acc_ax, test_ax, lr_ax):
     ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
+  if title:
+    fig.suptitle(title)
   path = os.path.join(out, CURVES_FILE)
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=100)
   return path

@@ -1,16 +1,27 @@
-"""Library functions of the main job: state, train step, evaluation and the whole run.
+"""Library functions of the harness: state, the sharded train step, evaluation and the run.
 
-``run(Config())`` trains one MLP on the digits twice from the same initialisation,
-with :func:`optax_ls.sls` and with constant-step SGD, on the same batches, and returns
-the per-epoch history of both.
+The train step is one :func:`jax.jit` over a :class:`jax.sharding.Mesh` with one
+axis ``'data'``: the batch is sharded over the devices (``P('data')``), the state
+is replicated (``P()``) and donated. Under jit the loss is the global-batch loss,
+so every device takes the same line-search decision; XLA inserts the
+all-reduces. Multi-host runs call :func:`jax.distributed.initialize` first
+(:func:`maybe_initialize_distributed`) and each process feeds its slice of the
+global batch (:func:`global_batch`).
+
+BatchNorm and dropout inside a line search: every ``value_fn`` call of one
+update uses the same dropout key (``fold_in(rng, step)``) and the statistics of
+the current batch (train mode), and its mutated ``batch_stats`` are dropped;
+the running statistics are committed once, from the main forward-backward pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -19,209 +30,481 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 import optax_ls
 from models import get_model
-from train import report
+from train import checkpoint, data, report
 from train.config import Config
-from train.data import DIGITS_NUM_CLASSES, Split, load_digits_split, num_batches, train_batches
+from train.optimizers import Needs, OptimizerConfig, make_optimizer
 
-History = dict[str, list[dict[str, Any]]]
-"""Per optimizer name, one record per epoch (see :func:`train_epoch`)."""
+History = dict[str, dict[str, list[dict[str, Any]]]]
+"""Per optimizer name, ``{"train": [...], "eval": [...]}``: the records of :func:`run`."""
 
 
 class TrainState(struct.PyTreeNode):
-  """Parameters and optimizer state; ``apply_fn`` and ``tx`` are static (not traced).
+  """Everything a run carries from step to step; the static fields are not traced.
 
   Attributes:
-    step: the number of updates made.
+    step: the number of updates made (int32).
     params: the model parameters.
+    batch_stats: BatchNorm running statistics (an empty dict without BatchNorm).
     opt_state: the state of ``tx``.
+    rng: the run's dropout key (raw ``uint32`` key data); step ``t`` uses
+      ``fold_in(rng, t)``.
     apply_fn: the model's ``apply``.
-    tx: the optimizer; its ``update`` receives ``value``, ``grad`` and ``value_fn``.
+    tx: the optimizer.
+    needs: the extra ``update`` inputs ``tx`` takes (see :class:`train.optimizers.Needs`).
+    l2: the L2 coefficient of the training objective.
   """
 
   step: jax.Array
   params: Any
+  batch_stats: Any
   opt_state: optax.OptState
-  apply_fn: Callable[..., jax.Array] = struct.field(pytree_node=False)
+  rng: jax.Array
+  apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
   tx: optax.GradientTransformationExtraArgs = struct.field(pytree_node=False)
+  needs: Needs = struct.field(pytree_node=False, default=Needs())
+  l2: float = struct.field(pytree_node=False, default=0.0)
 
 
-def init_params(model: nn.Module, rng: jax.Array, sample_x: np.ndarray) -> Any:
-  """Initialises ``model``'s parameters for inputs shaped like ``sample_x``."""
-  return model.init(rng, jnp.asarray(sample_x))["params"]
+def maybe_initialize_distributed() -> bool:
+  """Calls :func:`jax.distributed.initialize` when the environment asks for a multi-host run.
 
-
-def create_state(
-    model: nn.Module, params: Any, tx: optax.GradientTransformationExtraArgs
-) -> TrainState:
-  """A fresh :class:`TrainState` holding a copy of ``params``.
-
-  The copy lets several states start from the same ``params`` although
-  :func:`train_step` donates (invalidates) the buffers of the state it is given.
+  It does so when ``OPTAX_LS_DISTRIBUTED=1`` is set; jax then reads the
+  coordinator, the number of processes and the process id from its cluster
+  auto-detection (SLURM, Open MPI, Cloud TPU, Kubernetes) or from
+  ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  Returns whether it initialised.
   """
-  params = jax.tree.map(jnp.array, params)
-  return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      opt_state=tx.init(params),
-      apply_fn=model.apply,
-      tx=tx,
-  )
+  if os.environ.get("OPTAX_LS_DISTRIBUTED") != "1" or jax.distributed.is_initialized():
+    return False
+  jax.distributed.initialize()
+  return True
+
+
+def make_mesh() -> Mesh:
+  """A one-axis mesh ``'data'`` over all devices (of all processes)."""
+  return jax.make_mesh((jax.device_count(),), ("data",))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """The mean softmax cross-entropy of integer ``labels`` under ``logits``."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  """Per-example softmax cross entropy with integer ``labels``, computed in float32."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def train_step(
-    state: TrainState, x: jax.Array, y: jax.Array
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One update on the mini-batch ``(x, y)``, as one jitted function.
+def init_variables(model: nn.Module, rng: jax.Array, sample_x: np.ndarray) -> dict[str, Any]:
+  """The model's ``params`` and ``batch_stats`` (possibly empty) for inputs like ``sample_x``."""
+  params_key, dropout_key = jax.random.split(rng)
+  variables = model.init(
+      {"params": params_key, "dropout": dropout_key}, jnp.asarray(sample_x), train=False
+  )
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
-  Computes the loss and its gradient, calls ``state.tx.update`` with
-  ``value=loss``, ``grad=grads`` and ``value_fn`` (the loss on the same batch),
-  and applies the updates. ``state`` is donated: its buffers are reused.
+
+def create_state(
+    model: nn.Module,
+    variables: dict[str, Any],
+    optimizer: OptimizerConfig,
+    *,
+    seed: int,
+    steps_per_epoch: int,
+    total_steps: int,
+    dataset_size: int,
+    batch_size: int,
+) -> TrainState:
+  """A fresh :class:`TrainState` for ``optimizer`` holding a copy of ``variables``.
+
+  The copy lets several states start from the same variables although the train
+  step donates (invalidates) the buffers of the state it is given.
+  """
+  built = make_optimizer(
+      optimizer,
+      steps_per_epoch=steps_per_epoch,
+      total_steps=total_steps,
+      dataset_size=dataset_size,
+      batch_size=batch_size,
+  )
+  params = jax.tree.map(jnp.array, variables["params"])
+  batch_stats = jax.tree.map(jnp.array, variables["batch_stats"])
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      # A copy of every leaf: some optimizers (optax.contrib.cocob) put one
+      # array in two fields, which a donated state must not have.
+      opt_state=jax.tree.map(lambda x: jnp.array(x, copy=True), built.tx.init(params)),
+      rng=jax.random.key_data(jax.random.key(seed + 1)),
+      apply_fn=model.apply,
+      tx=built.tx,
+      needs=built.needs,
+      l2=built.l2,
+  )
+
+
+def _find(opt_state: Any, key: str) -> Any:
+  """``opt_state``'s value named ``key``, or None.
+
+  A scheduled ``inject_hyperparams`` state holds ``learning_rate`` twice (the
+  value and the schedule's state): the array is the one meant.
+  """
+  try:
+    return optax.tree.get(opt_state, key)
+  except KeyError:
+    return optax.tree.get(opt_state, key, filtering=lambda _, value: isinstance(value, jax.Array))
+
+
+def _scalar_rate(rate: Any) -> jax.Array:
+  """The logged step size: the mean over the leaves of a per-layer rate tree."""
+  leaves = [jnp.mean(jnp.asarray(x, jnp.float32)) for x in jax.tree.leaves(rate)]
+  return jnp.mean(jnp.stack(leaves))
+
+
+def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict[str, Any]]:
+  """One update on the batch ``(x, y)``.
+
+  Computes the loss (mean cross entropy plus ``l2/2 ||w||^2``) and its gradient
+  in train mode, calls ``state.tx.update`` with ``value``, ``grad`` and
+  ``value_fn`` (and ``metric_fn``/``metric_value`` or ``per_example_loss_fn``
+  where ``state.needs`` says so), applies the updates and commits the batch
+  statistics of the main pass.
 
   Returns:
-    The new state and the metrics ``loss`` (before the update) and, where
-    ``tx``'s state has them, ``learning_rate`` (the step size applied) and
-    ``num_evals`` (the ``value_fn`` calls of the update).
+    The new state and the metrics ``loss`` and ``accuracy`` of the batch before
+    the update, ``learning_rate`` (the step size applied; the mean rate for
+    per-layer rates; absent for optimizers without one), ``num_evals`` (where
+    the optimizer counts them), ``grad_norm`` and ``update_norm``.
   """
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params: Any) -> jax.Array:
-    return cross_entropy(state.apply_fn({"params": params}, x), y)
+  def forward(params: Any) -> tuple[jax.Array, Any]:
+    logits, mutated = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats},
+        x,
+        train=True,
+        rngs={"dropout": key},
+        mutable=["batch_stats"],
+    )
+    return logits, mutated.get("batch_stats", {})
 
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  def regulariser(params: Any) -> jax.Array:
+    if not state.l2:
+      return jnp.zeros((), jnp.float32)
+    return 0.5 * state.l2 * optax.tree.norm(params, squared=True).astype(jnp.float32)
+
+  def loss_and_aux(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+    logits, batch_stats = forward(params)
+    return jnp.mean(cross_entropy(logits, y)) + regulariser(params), (logits, batch_stats)
+
+  def value_fn(params: Any) -> jax.Array:
+    return loss_and_aux(params)[0]
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(
+      state.params
+  )
+  extra: dict[str, Any] = {}
+  if state.needs.metric in ("accuracy", "smooth_accuracy"):
+    metric = getattr(optax_ls, state.needs.metric)
+    extra["metric_fn"] = lambda p: metric(forward(p)[0], y)
+    extra["metric_value"] = metric(logits, y)
+  if state.needs.per_example:
+    extra["per_example_loss_fn"] = lambda p: cross_entropy(forward(p)[0], y) + regulariser(p)
   updates, opt_state = state.tx.update(
-      grads, state.opt_state, state.params, value=loss, grad=grads, value_fn=loss_fn
+      grads, state.opt_state, state.params, value=loss, grad=grads, value_fn=value_fn, **extra
   )
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": loss}
-  for key in ("learning_rate", "num_evals"):
-    found = optax.tree.get(opt_state, key)
-    if found is not None:
-      metrics[key] = found
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  metrics = {
+      "loss": loss,
+      "accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == y),
+      "grad_norm": optax.tree.norm(grads),
+      "update_norm": optax.tree.norm(updates),
+  }
+  rate = _find(opt_state, "learning_rate")
+  if rate is not None:
+    metrics["learning_rate"] = _scalar_rate(rate)
+  num_evals = _find(opt_state, "num_evals")
+  if num_evals is not None:
+    metrics["num_evals"] = num_evals
+  new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   return new_state, metrics
 
 
-@jax.jit
-def evaluate(state: TrainState, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
-  """The mean loss and the accuracy of ``state.params`` on ``(x, y)``."""
-  logits = state.apply_fn({"params": state.params}, x)
+def eval_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array) -> dict[str, Any]:
+  """Sums of the loss and of correct predictions over the unmasked examples (inference mode)."""
+  logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x,
+                          train=False)
+  weights = mask.astype(jnp.float32)
   return {
-      "loss": cross_entropy(logits, y),
-      "accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == y),
+      "loss_sum": jnp.sum(cross_entropy(logits, y) * weights),
+      "correct": jnp.sum((jnp.argmax(logits, axis=-1) == y) * weights),
+      "count": jnp.sum(weights),
   }
 
 
-def make_optimizers(
-    config: Config, steps_per_epoch: int
-) -> dict[str, optax.GradientTransformationExtraArgs]:
-  """The optimizers compared: ``sls`` (paper defaults) and constant-step ``sgd``."""
-  return {
-      "sls": optax_ls.sls(n_batches_per_epoch=steps_per_epoch),
-      "sgd": optax.inject_hyperparams(optax.sgd)(learning_rate=config.sgd_lr),
-  }
+@functools.cache
+def compiled_steps(mesh: Mesh) -> tuple[Callable[..., Any], Callable[..., Any]]:
+  """The jitted train and eval steps on ``mesh`` (state replicated, batch on ``'data'``)."""
+  replicated = NamedSharding(mesh, P())
+  train = jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated))
+  evaluate = jax.jit(eval_step, out_shardings=replicated)
+  return train, evaluate
 
 
-def train_epoch(
-    state: TrainState, data: Split, batch_size: int, seed: int, epoch: int
-) -> tuple[TrainState, dict[str, Any]]:
-  """Trains ``state`` for one epoch and evaluates it on the test set.
+def replicate(state: TrainState, mesh: Mesh) -> TrainState:
+  """``state`` placed on every device of ``mesh``."""
+  return jax.device_put(state, NamedSharding(mesh, P()))
 
-  Returns:
-    The new state and the epoch's record: ``epoch``, ``train_loss`` (the mean of
-    the mini-batch losses before each update), ``test_loss``, ``test_accuracy``,
-    ``step_size`` (the last step size of the epoch that moved the parameters:
-    an update whose search found no acceptable step applies 0), ``evals_per_step``
-    (the mean number of ``value_fn`` calls per update, None for optimizers that
-    make none) and ``seconds`` (training time of the epoch, compilation included).
+
+def global_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+  """Global arrays sharded on ``'data'`` from the same global batch read by every process.
+
+  Each process passes its rows (``process_index``-th slice) to
+  :func:`jax.make_array_from_process_local_data`; with one process that is the
+  whole batch.
   """
-  start = time.perf_counter()
-  steps = []
-  for x, y in train_batches(data.x_train, data.y_train, batch_size, seed, epoch):
-    state, metrics = train_step(state, x, y)
-    steps.append(metrics)
-  steps = jax.device_get(steps)
-  seconds = time.perf_counter() - start
-  test = jax.device_get(evaluate(state, data.x_test, data.y_test))
-  num_evals = [m["num_evals"] for m in steps if "num_evals" in m]
-  accepted = [m["learning_rate"] for m in steps if m["learning_rate"] > 0]
-  record = {
+  sharding = NamedSharding(mesh, P("data"))
+  count, index = jax.process_count(), jax.process_index()
+  out = []
+  for array in arrays:
+    rows = len(array) // count
+    local = array[index * rows : (index + 1) * rows]
+    out.append(jax.make_array_from_process_local_data(sharding, local, array.shape))
+  return tuple(out)
+
+
+def evaluate(state: TrainState, source: Any, spec: data.DataSpec, batch_size: int,
+             mesh: Mesh) -> dict[str, float]:
+  """The mean loss and the accuracy of ``state`` on the whole split ``source``."""
+  _, eval_fn = compiled_steps(mesh)
+  totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+  for x, y, mask in data.eval_batches(source, spec, batch_size=batch_size):
+    sums = jax.device_get(eval_fn(state, *global_batch(mesh, x, y, mask)))
+    for key in totals:
+      totals[key] += float(sums[key])
+  count = max(totals["count"], 1.0)
+  return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
+
+
+@dataclasses.dataclass
+class _Window:
+  """Step metrics since the last metrics line, and the time they took."""
+
+  metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  start: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def _summarise_window(window: _Window, step: int, epoch: int, batch_size: int) -> dict[str, Any]:
+  fetched = jax.device_get(window.metrics)
+  seconds = time.perf_counter() - window.start
+  record: dict[str, Any] = {
+      "step": step,
       "epoch": epoch,
-      "train_loss": float(np.mean([m["loss"] for m in steps])),
-      "test_loss": float(test["loss"]),
-      "test_accuracy": float(test["accuracy"]),
-      "step_size": float(accepted[-1]) if accepted else 0.0,
-      "evals_per_step": float(np.mean(num_evals)) if num_evals else None,
-      "seconds": seconds,
+      "loss": float(np.mean([m["loss"] for m in fetched])),
+      "accuracy": float(np.mean([m["accuracy"] for m in fetched])),
+      "grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
+      "update_norm": float(np.mean([m["update_norm"] for m in fetched])),
+      "images_per_s": len(fetched) * batch_size / max(seconds, 1e-9),
   }
-  return state, record
+  if "learning_rate" in fetched[-1]:
+    record["learning_rate"] = float(fetched[-1]["learning_rate"])
+  if "num_evals" in fetched[-1]:
+    record["evals_per_step"] = float(np.mean([m["num_evals"] for m in fetched]))
+  return record
+
+
+def train_one(
+    config: Config,
+    optimizer: OptimizerConfig,
+    model: nn.Module,
+    variables: dict[str, Any],
+    train_source: Any,
+    test_source: Any,
+    spec: data.DataSpec,
+    mesh: Mesh,
+    *,
+    verbose: bool = True,
+) -> tuple[TrainState, dict[str, list[dict[str, Any]]]]:
+  """Trains ``model`` from ``variables`` with ``optimizer``; returns the state and the records.
+
+  Train records (every ``config.log_every`` updates): ``step``, ``epoch``, the
+  window means of ``loss``, ``accuracy``, ``grad_norm``, ``update_norm``,
+  ``evals_per_step``, the last ``learning_rate`` and ``images_per_s``. Eval
+  records (every epoch): ``epoch``, ``step``, ``test_loss``, ``test_accuracy``,
+  ``train_loss`` (the epoch's mean mini-batch loss) and ``seconds``.
+  """
+  steps_per_epoch = data.steps_per_epoch(len(train_source), config.batch_size)
+  schedule_steps = steps_per_epoch * config.epochs
+  total_steps = schedule_steps
+  if config.max_steps is not None:
+    total_steps = min(total_steps, config.max_steps)
+  state = create_state(
+      model,
+      variables,
+      optimizer,
+      seed=config.seed,
+      steps_per_epoch=steps_per_epoch,
+      total_steps=schedule_steps,
+      dataset_size=len(train_source),
+      batch_size=config.batch_size,
+  )
+  state = replicate(state, mesh)
+  records: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+  manager = None
+  if config.out is not None and (config.checkpoint_every or config.resume):
+    manager = checkpoint.manager(
+        os.path.join(config.out, "checkpoints", optimizer.name), config.checkpoint_every or None
+    )
+  window = _Window()
+  epoch_losses: list[Any] = []
+  if manager is not None and config.resume:
+    restored = checkpoint.restore(manager, state)
+    if restored is not None:
+      state, extra = restored
+      state = replicate(state, mesh)
+      records, epoch_losses, window.metrics = (
+          extra["records"], extra["epoch_losses"], extra["window"]
+      )
+  train_fn, _ = compiled_steps(mesh)
+  step = int(state.step)
+  eval_batch = _round_up(config.eval_batch_size, jax.device_count())
+
+  def eval_record(state, epoch, step, epoch_losses, epoch_start) -> dict[str, Any]:
+    test = evaluate(state, test_source, spec, eval_batch, mesh)
+    losses = [float(v) for v in jax.device_get(epoch_losses)]
+    return {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "seconds": time.perf_counter() - epoch_start,
+    }
+
+  def echo(line: str) -> None:
+    if verbose and jax.process_index() == 0:
+      tqdm.write(line, file=sys.stdout)
+
+  bar = tqdm(
+      total=total_steps,
+      initial=step,
+      desc=optimizer.name,
+      unit="step",
+      file=sys.stderr,
+      disable=not verbose or jax.process_index() != 0,
+      dynamic_ncols=True,
+  )
+  epoch_start = time.perf_counter()
+  while step < total_steps:
+    epoch, start_batch = divmod(step, steps_per_epoch)
+    batches: Iterator[tuple[np.ndarray, np.ndarray]] = data.batches(
+        train_source, spec, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+        augment=config.augment, start_batch=start_batch,
+    )
+    for x, y in batches:
+      state, metrics = train_fn(state, *global_batch(mesh, x, y))
+      step += 1
+      window.metrics.append(metrics)
+      epoch_losses.append(metrics["loss"])
+      bar.update(1)
+      if step % config.log_every == 0 or step == total_steps:
+        record = _summarise_window(window, step, epoch, config.batch_size)
+        records["train"].append(record)
+        postfix = {"loss": f"{record['loss']:.4f}", "acc": f"{record['accuracy']:.3f}",
+                   "img/s": f"{record['images_per_s']:.0f}"}
+        if "learning_rate" in record:
+          postfix["lr"] = f"{record['learning_rate']:.3g}"
+        bar.set_postfix(postfix)
+        window = _Window()
+      if step % steps_per_epoch == 0:
+        eval_start = time.perf_counter()
+        records["eval"].append(eval_record(state, epoch, step, epoch_losses, epoch_start))
+        echo(report.format_eval(optimizer.name, records["eval"][-1], records["train"]))
+        epoch_losses, epoch_start = [], time.perf_counter()
+        window.start += epoch_start - eval_start  # evaluating is not training throughput
+      if manager is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+        # The records and the partial sums of the epoch and of the metrics
+        # window travel with the arrays, so that a resumed run writes the same
+        # records (up to timings) as an uninterrupted one.
+        fetched = jax.device_get((epoch_losses, window.metrics))
+        checkpoint.save(manager, state, {
+            "records": records,
+            "epoch_losses": [float(v) for v in fetched[0]],
+            "window": [{k: float(v) for k, v in m.items()} for m in fetched[1]],
+        })
+      if step >= total_steps:
+        break
+  if step % steps_per_epoch and (not records["eval"] or records["eval"][-1]["step"] != step):
+    # A run stopped by `max_steps` inside an epoch is evaluated where it stopped.
+    records["eval"].append(eval_record(state, step // steps_per_epoch, step, epoch_losses,
+                                        epoch_start))
+    echo(report.format_eval(optimizer.name, records["eval"][-1], records["train"]))
+  bar.close()
+  if manager is not None:
+    manager.wait_until_finished()
+    manager.close()
+  return state, records
 
 
 def run(config: Config, *, verbose: bool = True) -> History:
-  """Trains the MLP with each optimizer of :func:`make_optimizers`, side by side.
+  """Trains ``config.model`` with each of ``config.optimizers``, from the same initialisation.
 
-  Both start from the same initialisation and see the same batches. With
-  ``verbose``, shows a progress bar on stderr and prints a table line per epoch
-  and optimizer and a summary on stdout. With ``config.out``, writes
-  ``metrics.jsonl`` and ``curves.png`` there.
-
-  Args:
-    config: the run's configuration.
-    verbose: whether to print progress and results.
+  All optimizers see the same batches in the same order. With ``verbose``,
+  shows a progress bar per optimizer (loss, accuracy, step size, images/s) on
+  stderr and a line per epoch and a summary on stdout. With ``config.out``,
+  writes ``metrics.jsonl`` (one JSON object per line) and ``curves.png``, and
+  checkpoints under ``out/checkpoints/<optimizer>`` every
+  ``config.checkpoint_every`` updates; ``config.resume`` continues from them.
 
   Returns:
-    Per optimizer name, the records of :func:`train_epoch`, one per epoch.
+    Per optimizer name, its train and eval records (see :func:`train_one`).
   """
+  config.validate()
+  maybe_initialize_distributed()
   start = time.perf_counter()
-  data = load_digits_split(config.seed)
-  steps_per_epoch = num_batches(len(data.x_train), config.batch_size)
-  if steps_per_epoch == 0:
+  train_source, test_source, spec = data.load(
+      config.dataset, data_dir=config.data_dir, seed=config.seed,
+      test_fraction=config.test_fraction,
+  )
+  if config.batch_size > len(train_source):
     raise ValueError(
-        f"`batch_size` {config.batch_size} exceeds the {len(data.x_train)} training examples."
+        f"`batch_size` {config.batch_size} exceeds the {len(train_source)} training examples."
     )
-  model = get_model("mlp", features=config.hidden, num_classes=DIGITS_NUM_CLASSES)
-  params = init_params(model, jax.random.key(config.seed), data.x_train[:1])
-  states = {
-      name: create_state(model, params, tx)
-      for name, tx in make_optimizers(config, steps_per_epoch).items()
-  }
-  history: History = {name: [] for name in states}
-
-  def echo(line: str) -> None:
-    if verbose:
-      tqdm.write(line, file=sys.stdout)
-
-  echo(
-      f"digits: {len(data.x_train)} train / {len(data.x_test)} test images, "
-      f"MLP hidden={list(config.hidden)}, {config.epochs} epochs x {steps_per_epoch} steps "
-      f"of batch {config.batch_size}, seed {config.seed}"
-  )
-  echo(report.HEADER)
-  bar = tqdm(
-      range(1, config.epochs + 1), desc="train", unit="epoch", file=sys.stderr, disable=not verbose
-  )
-  for epoch in bar:
-    for name in states:
-      states[name], record = train_epoch(
-          states[name], data, config.batch_size, config.seed, epoch
-      )
-      history[name].append(record)
-      echo(report.format_row(name, record))
-    bar.set_postfix({f"{name}_acc": f"{h[-1]['test_accuracy']:.3f}" for name, h in history.items()})
-  bar.close()
+  mesh = make_mesh()
+  if config.batch_size % jax.device_count():
+    raise ValueError(
+        f"`batch_size` {config.batch_size} must be a multiple of the {jax.device_count()} devices."
+    )
+  model = get_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
+  sample, _ = next(data.batches(train_source, spec, batch_size=1, seed=0, epoch=0, augment=False))
+  variables = init_variables(model, jax.random.key(config.seed), sample)
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+  if verbose and jax.process_index() == 0:
+    print(
+        f"{config.name}: {spec.name} {len(train_source)} train / {len(test_source)} test, "
+        f"{config.model} ({num_params / 1e6:.3g}M params), batch {config.batch_size} on "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s), {config.epochs} epochs, "
+        f"seed {config.seed}",
+        flush=True,
+    )
+  history: History = {}
+  for optimizer in config.optimizers:
+    _, history[optimizer.name] = train_one(
+        config, optimizer, model, variables, train_source, test_source, spec, mesh,
+        verbose=verbose,
+    )
   wall = time.perf_counter() - start
-
-  if config.out is not None:
-    report.write_metrics(history, config.out)
-    report.plot_curves(history, config.out)
-  if verbose:
+  if config.out is not None and jax.process_index() == 0:
+    report.write_metrics(history, config, config.out)
+    report.plot_curves(history, config.out, title=config.name)
+  if verbose and jax.process_index() == 0:
     print(report.summary(history, wall, config.out))
   return history

@@ -1,0 +1,191 @@
+"""SGD-HD: hypergradient descent on the learning rate.
+
+References:
+  Baydin, Cornish, Martinez Rubio, Schmidt, Wood, "Online Learning Rate
+  Adaptation with Hypergradient Descent", ICLR 2018.
+  Mutschler, PhD thesis (seed 002), Sec. 2.8, Eq. 2.48-2.49.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_ls import _core
+
+
+class ScaleByHypergradientState(NamedTuple):
+  """State of :func:`scale_by_hypergradient`.
+
+  Attributes:
+    learning_rate: the rate :math:`\\alpha_t` applied in the last update
+      (float32; negative values are possible without ``min_learning_rate``,
+      as in the paper).
+    num_evals: always 0: ``value_fn`` is never called (int32).
+    previous: the direction of the last update, :math:`d_{t-1}` (float32,
+      shaped like the parameters; zeros before the first update).
+  """
+
+  learning_rate: jax.Array
+  num_evals: jax.Array
+  previous: optax.Updates
+
+
+def scale_by_hypergradient(
+    init_learning_rate: float = 1e-3,
+    beta: float = 1e-3,
+    min_learning_rate: float | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Scales a descent direction by a rate trained by hypergradient descent.
+
+  The incoming ``updates`` are a descent direction :math:`d_t` (``-g_t`` for
+  SGD). The update :math:`w_t = w_{t-1} + \alpha\, d_{t-1}` makes the loss at
+  the next point a function of :math:`\alpha` whose derivative is
+  :math:`\langle g_t, d_{t-1}\rangle` (Eq. 2.48); one gradient step on it with
+  the hyper learning rate :math:`\beta` gives
+
+  .. math::
+    \alpha_t = \alpha_{t-1} - \beta\,\langle g_t, d_{t-1}\rangle
+             \;(= \alpha_{t-1} + \beta\,\langle g_t, g_{t-1}\rangle \text{ for SGD}),
+
+  and the update is :math:`\alpha_t d_t`. The rate grows while consecutive
+  gradients agree and shrinks when they disagree. :math:`g_t` is ``grad`` when
+  given, else :math:`-d_t`; :math:`d_{-1} = 0`, so the first update uses
+  :math:`\alpha_0`. On a momentum direction (``optax.trace`` chained before)
+  this is Baydin et al.'s SGDN-HD.
+
+  As in the paper and its reference code, the rate is not bounded: it can
+  become negative (the update then climbs). ``min_learning_rate`` is an
+  optional floor, :math:`\alpha_t \leftarrow \max(\alpha_t, \alpha_{\min})`.
+
+  Robustness (none of it changes a healthy run): a non-finite ``value``,
+  direction or ``grad`` gives a zero update and keeps the rate and the stored
+  direction; a zero direction gives a zero update. ``value_fn`` is never
+  called (accepted so that the method drops into a line-search train step).
+
+  Args:
+    init_learning_rate: the initial rate :math:`\alpha_0` (Baydin et al. use
+      1e-3; seed 002's grid is 0.1, 0.01, 1e-3).
+    beta: the hyper learning rate :math:`\beta` (Baydin et al. use 1e-3 for
+      SGD-HD; seed 002's grid is 0.1..1e-4); must be positive.
+    min_learning_rate: None (the paper: unbounded) or a floor on the rate.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByHypergradientState`.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w):
+    ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
+    >>> opt = optax.chain(optax.scale(-1.0), optax_ls.scale_by_hypergradient(beta=1e-2))
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(100):
+    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
+    ...   w = optax.apply_updates(w, updates)
+    >>> bool(loss_fn(w) < 1e-3), float(optax.tree.get(state, "learning_rate")) > 1e-3
+    (True, True)
+
+  References:
+    Baydin et al., Online Learning Rate Adaptation with Hypergradient Descent, ICLR 2018.
+  """
+  # Every argument of this function is a hyperparameter of the transformation.
+  return _hd_transformation("scale_by_hypergradient", 1.0, **locals())
+
+
+def sgd_hd(
+    init_learning_rate: float = 1e-3,
+    beta: float = 1e-3,
+    min_learning_rate: float | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""SGD with hypergradient descent on the learning rate (SGD-HD), taking gradients.
+
+  :math:`\alpha_t = \alpha_{t-1} + \beta\,\langle g_t, g_{t-1}\rangle`,
+  :math:`w_{t+1} = w_t - \alpha_t g_t` (seed 002, Eq. 2.49). The same updates
+  as ``optax.chain(optax.scale(-1), scale_by_hypergradient(...))`` without
+  writing out the negated gradient; see :func:`scale_by_hypergradient` for the
+  arguments, the optional floor and the robustness guarantees.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, optax_ls
+    >>> def loss_fn(w):
+    ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
+    >>> opt = optax_ls.sgd_hd(init_learning_rate=0.1, beta=1e-2, min_learning_rate=0.0)
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(50):
+    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
+    ...   w = optax.apply_updates(w, updates)
+    >>> bool(loss_fn(w) < 1e-4)
+    True
+
+  References:
+    Baydin et al., ICLR 2018; seed 002, Sec. 2.8.
+  """
+  # Every argument of this function is a hyperparameter of the transformation.
+  return _hd_transformation("sgd_hd", -1.0, **locals())
+
+
+def _hd_transformation(
+    method: str, sign: float, *, init_learning_rate: Any, beta: Any, min_learning_rate: Any
+) -> optax.GradientTransformationExtraArgs:
+  """SGD-HD along ``d = sign * updates``; ``previous`` stores ``updates`` as given."""
+  _core.check("beta", beta, lambda v: v > 0.0, "positive")
+  _core.check("init_learning_rate", init_learning_rate, lambda v: v > 0.0, "positive")
+  lo, init = _core.concrete(min_learning_rate), _core.concrete(init_learning_rate)
+  if lo is not None and init is not None and init < lo:
+    raise ValueError(f"`min_learning_rate` must be at most init_learning_rate = {init}, got {lo}.")
+  del method
+
+  def init_fn(params: optax.Params) -> ScaleByHypergradientState:
+    return ScaleByHypergradientState(
+        learning_rate=jnp.array(init_learning_rate, jnp.float32),  # a copy
+        num_evals=jnp.zeros((), jnp.int32),
+        previous=jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), params),
+    )
+
+  def update_fn(
+      updates: optax.Updates,
+      state: ScaleByHypergradientState,
+      params: optax.Params | None = None,
+      *,
+      value_fn: Callable[..., Any] | None = None,
+      value: Any = None,
+      grad: optax.Updates | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, ScaleByHypergradientState]:
+    del params, value_fn, extra_args
+    # <g_t, d_{t-1}> with d = sign * u: -<u_t, u_{t-1}> without `grad`.
+    if grad is None:
+      slope = -_core.real_vdot(updates, state.previous)
+    else:
+      # One pass over grad, the stored direction and the new one: `0 * u` is
+      # NaN where u is not finite, so the sum checks the direction as well.
+      slope = sign * sum(
+          jnp.sum(g.astype(jnp.float32) * u_prev + 0.0 * u.astype(jnp.float32))
+          for g, u_prev, u in zip(jax.tree.leaves(grad), jax.tree.leaves(state.previous),
+                                  jax.tree.leaves(updates), strict=True))
+    # The stored direction is finite, so a non-finite entry of u_t (or grad)
+    # makes the slope non-finite (inf * 0 is NaN).
+    ok = jnp.isfinite(slope)
+    if value is not None:
+      ok &= jnp.isfinite(_core.as_scalar(value, "`value`"))
+    rate = state.learning_rate - beta * slope
+    if min_learning_rate is not None:
+      rate = jnp.maximum(rate, min_learning_rate)
+    rate = jnp.where(ok, rate, state.learning_rate)
+    new_updates = jax.tree.map(
+        lambda u: jnp.where(ok, (sign * rate) * u.astype(jnp.float32), 0.0).astype(u.dtype),
+        updates)
+    previous = jax.tree.map(lambda u, old: jnp.where(ok, u.astype(jnp.float32), old),
+                            updates, state.previous)
+    new_state = ScaleByHypergradientState(
+        learning_rate=rate, num_evals=jnp.zeros((), jnp.int32), previous=previous)
+    return new_updates, optax.tree.cast_like(new_state, other_tree=state)
+
+  return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)

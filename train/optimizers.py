@@ -1,0 +1,248 @@
+"""The optimizers the harness can train with, chosen by name in the configuration.
+
+Every ``optax_ls`` method and the baselines of METHODS.md (SGD with momentum and a
+constant, step or cosine schedule; Adam with warm-up and cosine; AdamW;
+``optax.polyak_sgd``; ``optax.contrib.cocob`` and ``prodigy``; optax's own
+backtracking line search) are built by :func:`make_optimizer`. Each entry also
+says which extra keyword arguments its ``update`` needs from the train step
+(:class:`Needs`): the line searches on a metric need ``metric_fn``; PLS needs
+per-example losses.
+
+Example::
+
+  >>> from train.optimizers import OptimizerConfig, make_optimizer
+  >>> built = make_optimizer(OptimizerConfig(name="sls"), steps_per_epoch=10, total_steps=100)
+  >>> built.needs.metric is None
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import optax
+
+import optax_ls
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """One optimizer of a run.
+
+  Attributes:
+    name: a key of :data:`OPTIMIZERS`.
+    learning_rate: the peak learning rate of the baselines (unused by the line
+      searches, which find their own; pass ``init_step_size`` in ``kwargs``).
+    momentum: SGD's heavy-ball momentum (0 for none).
+    schedule: the baselines' schedule: ``constant``, ``step`` (divide by 10 at
+      50% and 75% of the run, the papers' piece-wise constant schedule) or
+      ``cosine`` (to zero at the end of the run).
+    warmup_steps: linear warm-up of the baselines' learning rate from 0.
+    weight_decay: L2 regularisation ``weight_decay/2 * ||w||^2`` added to the
+      training objective (so that a line search's ``value_fn`` and the
+      gradient agree); decoupled weight decay for ``adamw``; 0 for none.
+    kwargs: further keyword arguments of the factory (e.g. ``{"c": 0.5}``).
+  """
+
+  name: str = "sls"
+  learning_rate: float = 0.1
+  momentum: float = 0.0
+  schedule: str = "constant"
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+  kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Needs(NamedTuple):
+  """What the train step passes to ``update`` besides ``value``, ``grad`` and ``value_fn``.
+
+  Attributes:
+    metric: ``"loss"``, ``"accuracy"`` or ``"smooth_accuracy"`` for the line
+      searches on a metric (the step passes ``metric_fn`` and ``metric_value``),
+      None otherwise.
+    per_example: whether ``update`` takes ``per_example_loss_fn`` (PLS).
+  """
+
+  metric: str | None = None
+  per_example: bool = False
+
+
+class Built(NamedTuple):
+  """An optimizer ready for the train step.
+
+  Attributes:
+    tx: the transformation.
+    needs: the extra inputs its ``update`` takes.
+    l2: the coefficient ``lambda`` of ``lambda/2 * ||w||^2`` the train step adds
+      to the training loss (0 for ``adamw``, whose decay is decoupled).
+  """
+
+  tx: optax.GradientTransformationExtraArgs
+  needs: Needs
+  l2: float = 0.0
+
+
+class _Context(NamedTuple):
+  config: OptimizerConfig
+  steps_per_epoch: int
+  total_steps: int
+  dataset_size: int
+  batch_size: int
+
+
+def _schedule(ctx: _Context) -> optax.Schedule:
+  cfg, total = ctx.config, max(ctx.total_steps, 1)
+  lr = cfg.learning_rate
+  if cfg.schedule == "constant":
+    main = optax.constant_schedule(lr)
+  elif cfg.schedule == "step":
+    main = optax.piecewise_constant_schedule(lr, {int(0.5 * total): 0.1, int(0.75 * total): 0.1})
+  else:
+    main = optax.cosine_decay_schedule(lr, max(total - cfg.warmup_steps, 1))
+  if cfg.warmup_steps <= 0:
+    return main
+  warmup = optax.linear_schedule(0.0, lr, cfg.warmup_steps)
+  return optax.join_schedules([warmup, main], [cfg.warmup_steps])
+
+
+def _sgd(ctx: _Context) -> optax.GradientTransformation:
+  momentum = ctx.config.momentum or None
+  return optax.inject_hyperparams(optax.sgd)(learning_rate=_schedule(ctx), momentum=momentum)
+
+
+def _adam(ctx: _Context) -> optax.GradientTransformation:
+  return optax.inject_hyperparams(optax.adam)(learning_rate=_schedule(ctx), **ctx.config.kwargs)
+
+
+def _adamw(ctx: _Context) -> optax.GradientTransformation:
+  return optax.inject_hyperparams(optax.adamw)(
+      learning_rate=_schedule(ctx), weight_decay=ctx.config.weight_decay, **ctx.config.kwargs
+  )
+
+
+def _with_epoch(factory: Callable[..., Any]) -> Callable[[_Context], Any]:
+  """A line search whose step-size reset needs the number of batches per epoch."""
+  return lambda ctx: factory(
+      **{"n_batches_per_epoch": ctx.steps_per_epoch, **ctx.config.kwargs}
+  )
+
+
+def _plain(factory: Callable[..., Any]) -> Callable[[_Context], Any]:
+  return lambda ctx: factory(**ctx.config.kwargs)
+
+
+def _labpal(mode: str) -> Callable[[_Context], Any]:
+  return lambda ctx: optax_ls.labpal(
+      **{
+          "mode": mode,
+          "dataset_size": ctx.dataset_size,
+          "batch_size": ctx.batch_size,
+          **ctx.config.kwargs,
+      }
+  )
+
+
+class _Entry(NamedTuple):
+  build: Callable[[_Context], optax.GradientTransformation]
+  needs: Needs = Needs()
+  description: str = ""
+
+
+OPTIMIZERS: dict[str, _Entry] = {
+    # Baselines.
+    "sgd": _Entry(_sgd, description="SGD (+momentum), constant/step/cosine schedule"),
+    "adam": _Entry(_adam, description="Adam with warm-up and schedule"),
+    "adamw": _Entry(_adamw, description="AdamW (decoupled weight decay)"),
+    "polyak_sgd": _Entry(
+        lambda ctx: optax.polyak_sgd(**{"max_learning_rate": 1.0, **ctx.config.kwargs}),
+        description="SGD with the Polyak step size (SPS / ALI-G)",
+    ),
+    "cocob": _Entry(_plain(optax.contrib.cocob), description="COCOB-Backprop"),
+    "prodigy": _Entry(_plain(optax.contrib.prodigy), description="Prodigy"),
+    "optax_backtracking": _Entry(
+        lambda ctx: optax.chain(
+            optax.sgd(learning_rate=1.0),
+            optax.scale_by_backtracking_linesearch(**{"max_backtracking_steps": 15,
+                                                      **ctx.config.kwargs}),
+        ),
+        description="optax.scale_by_backtracking_linesearch on SGD",
+    ),
+    # optax_ls: searches within a call.
+    "sls": _Entry(_with_epoch(optax_ls.sls), description="SGD + stochastic Armijo line search"),
+    "adam_sls": _Entry(_with_epoch(optax_ls.adam_sls), description="Adam + Armijo line search"),
+    "salsa": _Entry(_plain(optax_ls.salsa), description="SaLSa (SGD)"),
+    "adam_salsa": _Entry(_plain(optax_ls.adam_salsa), description="SaLSa (Adam)"),
+    "l_sls": _Entry(_with_epoch(optax_ls.l_sls), Needs(metric="loss"), "line search on the loss"),
+    "a_sls": _Entry(
+        _with_epoch(optax_ls.a_sls), Needs(metric="accuracy"), "line search on the accuracy"
+    ),
+    "sa_sls": _Entry(
+        _with_epoch(optax_ls.sa_sls),
+        Needs(metric="smooth_accuracy"),
+        "line search on the smooth accuracy",
+    ),
+    "pal": _Entry(_plain(optax_ls.pal), description="PAL"),
+    # optax_ls: searches across calls.
+    "labpal_sgd": _Entry(_labpal("sgd"), description="LABPAL, SGD variant"),
+    "labpal_nsgd": _Entry(_labpal("nsgd"), description="LABPAL, NSGD variant"),
+    "gols_i": _Entry(_plain(optax_ls.gols_i), description="GOLS-I (gradient-only line search)"),
+    "pls": _Entry(_plain(optax_ls.pls), Needs(per_example=True), "probabilistic line search"),
+    "tlr": _Entry(_with_epoch(optax_ls.tlr), description="trainable learning rate (efficient)"),
+    "tlr_per_layer": _Entry(
+        lambda ctx: optax_ls.tlr(**{"n_batches_per_epoch": ctx.steps_per_epoch,
+                                    "per_layer": "layer", **ctx.config.kwargs}),
+        description="trainable learning rate, one per layer",
+    ),
+    "tlr_naive": _Entry(
+        lambda ctx: optax_ls.tlr(**{"variant": "naive", **ctx.config.kwargs}),
+        description="trainable learning rate (naive, extra forward-backward)",
+    ),
+    "sgd_hd": _Entry(_plain(optax_ls.sgd_hd), description="SGD with hypergradient descent"),
+}
+"""Optimizer names and how each is built."""
+
+
+def make_optimizer(
+    config: OptimizerConfig,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    dataset_size: int = 0,
+    batch_size: int = 0,
+) -> Built:
+  """Builds the optimizer ``config`` names.
+
+  Weight decay other than AdamW's is L2 regularisation of the training loss
+  (``Built.l2``), so every trial of a line search sees the objective whose
+  gradient it follows.
+
+  Args:
+    config: the optimizer's configuration.
+    steps_per_epoch: update calls per epoch (SLS's step-size reset, schedules).
+    total_steps: update calls of the whole run (schedules).
+    dataset_size: training examples (LABPAL's noise adaptation).
+    batch_size: examples per batch (LABPAL's noise adaptation).
+
+  Returns:
+    The transformation and the extra inputs its ``update`` needs.
+
+  Raises:
+    ValueError: for an unknown name, schedule or negative weight decay.
+  """
+  if config.name not in OPTIMIZERS:
+    raise ValueError(
+        f"Unknown optimizer {config.name!r}; known optimizers: {', '.join(sorted(OPTIMIZERS))}."
+    )
+  if config.schedule not in SCHEDULES:
+    raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {config.schedule!r}.")
+  if config.weight_decay < 0:
+    raise ValueError(f"`weight_decay` must be >= 0, got {config.weight_decay}.")
+  entry = OPTIMIZERS[config.name]
+  ctx = _Context(config, steps_per_epoch, total_steps, dataset_size, batch_size)
+  tx = optax.with_extra_args_support(entry.build(ctx))
+  l2 = 0.0 if config.name == "adamw" else float(config.weight_decay)
+  return Built(tx, entry.needs, l2)
