@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sklearn.datasets import load_digits
 
 from tests.tfds_mock import mock_tfds
 from train import data
@@ -258,18 +259,24 @@ def test_eval_batches_cover_every_example_once_in_order(n, batch_size):
 # Loading: digits, .npz, tfds.
 
 
-def test_digits_match_the_first_harness_split():
-  old = data.load_digits_split(seed=SEED)
-  train, test, spec = data.load("digits", seed=SEED, test_fraction=data.DIGITS_TEST_SIZE / 1797)
-  assert (spec.num_train, spec.num_test) == (len(old.x_train), len(old.x_test))
+def test_digits_split_partitions_the_data_set():
+  train, test, spec = data.load("digits", seed=SEED, test_fraction=0.2)
+  assert (spec.num_train, spec.num_test) == (len(train), len(test)) == (1438, 359)
   assert spec.image_shape == (8, 8, 1) and spec.num_classes == 10
-  x, y, mask = next(data.eval_batches(test, spec, batch_size=len(test)))
+  digits = load_digits()
 
   def rows(images, labels):
     flat = np.concatenate([images.reshape(len(images), -1), labels[:, None]], axis=1)
     return flat[np.lexsort(flat.T[::-1])]
 
-  np.testing.assert_allclose(rows(x, y), rows(old.x_test, old.y_test), atol=1e-6)
+  both = rows(np.concatenate([train.x, test.x]).astype(np.float64),
+              np.concatenate([train.y, test.y]))
+  np.testing.assert_array_equal(both, rows(digits.images, digits.target))
+  assert len(np.unique(both, axis=0)) == len(both)  # no image twice: train and test are disjoint
+  x, _, _ = next(data.eval_batches(test, spec, batch_size=len(test)))
+  np.testing.assert_allclose(x, test.x / 16.0, atol=1e-6)
+  other, _, _ = data.load("digits", seed=SEED + 1, test_fraction=0.2)
+  assert not np.array_equal(train.y, other.y)
 
 
 def _write_npz(path: pathlib.Path, n: int = 50, **extra) -> np.ndarray:
@@ -394,16 +401,9 @@ def test_imagenet_resize_keeps_the_centre_of_the_short_side():
 
 
 def test_steps_per_epoch():
-  assert data.steps_per_epoch(10, 3) == 3 == data.num_batches(10, 3)
+  assert data.steps_per_epoch(10, 3) == 3
   assert data.steps_per_epoch(10, 3, drop_remainder=False) == 4
   assert data.steps_per_epoch(9, 3, drop_remainder=False) == 3
-
-
-def test_first_harness_train_batches_still_work():
-  split = data.load_digits_split(seed=0)
-  out = list(data.train_batches(split.x_train, split.y_train, 100, seed=0, epoch=0))
-  assert len(out) == data.num_batches(len(split.x_train), 100)
-  assert out[0][0].shape == (100, 8, 8, 1)
 
 
 def test_docstring_examples_run():

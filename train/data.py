@@ -17,9 +17,6 @@ Three kinds of data, all read with NumPy only (no TensorFlow):
 order (and with augmentation) fixed by ``(seed, epoch)``, so optimizers trained side
 by side see the same batches and a run resumed mid-epoch sees the batches it would
 have seen.
-
-The digits-only helpers of the first harness (:class:`Split`, :func:`load_digits_split`,
-:func:`num_batches`, :func:`train_batches`) are kept.
 """
 
 from __future__ import annotations
@@ -32,9 +29,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from sklearn.datasets import load_digits
 
-DIGITS_NUM_EXAMPLES = 1797
 DIGITS_NUM_CLASSES = 10
-DIGITS_TEST_SIZE = 360
 
 IMAGENET_RESIZE = 256
 """ImageNet images are resized (short side) and centre-cropped to this square."""
@@ -209,7 +204,7 @@ def load(
   Returns:
     ``(train, test, spec)``: two :class:`Source` objects and the :class:`DataSpec`.
     Digits images are uint8 in 0..16 (``pixel_scale`` 16, mean 0, std 1: the model
-    sees ``x / 16`` as in :func:`load_digits_split`); the ``.npz`` statistics are
+    sees ``x / 16``); the ``.npz`` statistics are
     those of its training split.
 
   Raises:
@@ -333,78 +328,6 @@ def eval_batches(
   if batch_size < 1:
     raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
   return _eval_batches(source, spec, batch_size)
-
-
-# The digits-only helpers of the first harness.
-
-
-class Split(NamedTuple):
-  """A train/test split of images ``x`` (float32, ``[n, height, width, 1]``) and labels ``y``.
-
-  Attributes:
-    x_train: training images.
-    y_train: training labels (int32).
-    x_test: test images.
-    y_test: test labels (int32).
-  """
-
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-
-
-def load_digits_split(seed: int = 0, test_size: int = DIGITS_TEST_SIZE) -> Split:
-  """Loads scikit-learn's digits and splits them at random, deterministically in ``seed``.
-
-  Pixel values (0..16 in the data set) are scaled to ``[0, 1]``.
-
-  Args:
-    seed: the seed of the permutation that picks the test examples.
-    test_size: the number of test examples (360 leaves 1437 for training).
-
-  Returns:
-    A :class:`Split` with images of shape ``[n, 8, 8, 1]``.
-  """
-  digits = load_digits()
-  n = len(digits.target)
-  if not 0 < test_size < n:
-    raise ValueError(f"`test_size` must lie in (0, {n}), got {test_size}.")
-  x = (digits.images / 16.0).astype(np.float32)[..., None]
-  y = digits.target.astype(np.int32)
-  order = np.random.default_rng(seed).permutation(n)
-  test, train = order[:test_size], order[test_size:]
-  return Split(x[train], y[train], x[test], y[test])
-
-
-def num_batches(num_examples: int, batch_size: int) -> int:
-  """The number of full mini-batches of ``batch_size`` in ``num_examples`` examples."""
-  return num_examples // batch_size
-
-
-def train_batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Yields the shuffled mini-batches ``(x, y)`` of one epoch.
-
-  The order depends only on ``(seed, epoch)``, so optimizers trained side by side
-  see the same batches. The last partial batch is dropped, so every batch has
-  ``batch_size`` examples (one compiled train step serves them all).
-
-  Args:
-    x: the training inputs, examples on the first axis.
-    y: the training labels.
-    batch_size: the number of examples per batch.
-    seed: the run's seed.
-    epoch: the epoch's index.
-
-  Yields:
-    ``num_batches(len(x), batch_size)`` pairs of arrays.
-  """
-  order = np.random.default_rng([seed, epoch]).permutation(len(x))
-  for i in range(num_batches(len(x), batch_size)):
-    idx = order[i * batch_size : (i + 1) * batch_size]
-    yield x[idx], y[idx]
 
 
 # Private helpers.
