@@ -246,9 +246,9 @@ def test_full_loop_on_tfds_mock_data(tmp_path):
   assert json.loads(lines[0])["dataset"] == "cifar10"
 
 
-def _steps(mesh: Mesh, optimizer: str, num_steps: int, tmp_path=None, **overrides):
-  """Trains the small ResNet on the npz data with ``optimizer`` on ``mesh``."""
-  train_source, test_source, spec = data.load(f"npz:{_NPZ}", test_fraction=0.25)
+def _steps(npz, mesh: Mesh, optimizer: str, num_steps: int, tmp_path=None, **overrides):
+  """Trains the small ResNet on the ``npz`` data with ``optimizer`` on ``mesh``."""
+  train_source, test_source, spec = data.load(f"npz:{npz}", test_fraction=0.25)
   model = _small_resnet(spec.num_classes)
   variables = init_variables(model, jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
   config = Config(dataset="npz", optimizers=(OptimizerConfig(optimizer, learning_rate=0.1),),
@@ -258,23 +258,20 @@ def _steps(mesh: Mesh, optimizer: str, num_steps: int, tmp_path=None, **override
                    spec, mesh, verbose=False)
 
 
-_NPZ = None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _shared_npz(tmp_path_factory):
-  global _NPZ
-  _NPZ = _npz(tmp_path_factory.mktemp("npz"), n=128)
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+  """A 128-image colour ``.npz`` shared by the sharding and resume tests."""
+  return _npz(tmp_path_factory.mktemp("npz"), n=128)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sls"])
-def test_eight_devices_match_one_device(optimizer):
+def test_eight_devices_match_one_device(npz, optimizer):
   """The same first steps (loss and params within 1e-5) on 1 and on 8 devices, BatchNorm on."""
   assert jax.device_count() == 8
   one = Mesh(np.array(jax.devices()[:1]), ("data",))
   eight = Mesh(np.array(jax.devices()), ("data",))
-  state1, records1 = _steps(one, optimizer, 4)
-  state8, records8 = _steps(eight, optimizer, 4)
+  state1, records1 = _steps(npz, one, optimizer, 4)
+  state8, records8 = _steps(npz, eight, optimizer, 4)
   losses1 = [r["loss"] for r in records1["train"]]
   losses8 = [r["loss"] for r in records8["train"]]
   np.testing.assert_allclose(losses8, losses1, rtol=1e-5, atol=1e-5)
@@ -290,12 +287,12 @@ def test_eight_devices_match_one_device(optimizer):
     np.testing.assert_allclose(rates8, rates1, rtol=1e-5)
 
 
-def test_line_search_trials_do_not_touch_batch_stats():
+def test_line_search_trials_do_not_touch_batch_stats(npz):
   """After one ``sls`` step the running statistics are those of the main forward pass alone."""
   mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-  state, records = _steps(mesh, "sls", 1)
+  state, records = _steps(npz, mesh, "sls", 1)
   assert records["train"][0]["evals_per_step"] >= 1
-  train_source, _, spec = data.load(f"npz:{_NPZ}", test_fraction=0.25)
+  train_source, _, spec = data.load(f"npz:{npz}", test_fraction=0.25)
   x, _ = next(data.batches(train_source, spec, batch_size=16, seed=0, epoch=0, augment=True))
   model = _small_resnet(spec.num_classes)
   variables = init_variables(model, jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
@@ -306,13 +303,13 @@ def test_line_search_trials_do_not_touch_batch_stats():
 
 
 @pytest.mark.parametrize("optimizer", ["sls", pytest.param("sgd", marks=pytest.mark.slow)])
-def test_resume_continues_exactly(tmp_path, optimizer):
+def test_resume_continues_exactly(npz, tmp_path, optimizer):
   """Stop after 5 steps (checkpoint every 5), resume to 11: equal to an uninterrupted 11."""
   mesh = make_mesh()
-  full_state, full = _steps(mesh, optimizer, 11)
-  _steps(mesh, optimizer, 5, tmp_path, checkpoint_every=5)
+  full_state, full = _steps(npz, mesh, optimizer, 11)
+  _steps(npz, mesh, optimizer, 5, tmp_path, checkpoint_every=5)
   # The checkpoint of step 10 of the second part is written, but the run resumes from 5.
-  resumed_state, resumed = _steps(mesh, optimizer, 11, tmp_path, checkpoint_every=5,
+  resumed_state, resumed = _steps(npz, mesh, optimizer, 11, tmp_path, checkpoint_every=5,
                                   resume=True)
   assert int(resumed_state.step) == 11
   for a, b in zip(jax.tree.leaves(resumed_state), jax.tree.leaves(full_state), strict=True):
@@ -325,9 +322,9 @@ def test_resume_continues_exactly(tmp_path, optimizer):
   assert strip(resumed) == strip(full)
 
 
-def test_resume_without_checkpoint_starts_fresh(tmp_path):
+def test_resume_without_checkpoint_starts_fresh(npz, tmp_path):
   mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-  state, records = _steps(mesh, "sgd", 2, tmp_path, resume=True)
+  state, records = _steps(npz, mesh, "sgd", 2, tmp_path, resume=True)
   assert int(state.step) == 2 and len(records["train"]) == 2
 
 

@@ -18,15 +18,16 @@ import jax
 import orbax.checkpoint as ocp
 
 
-def manager(directory: str, every: int | None) -> ocp.CheckpointManager:
+def manager(directory: str) -> ocp.CheckpointManager:
   """A checkpoint manager for ``directory`` that keeps the 3 latest checkpoints.
+
+  It saves whenever :func:`save` is called: the caller decides the interval.
 
   Args:
     directory: where checkpoints go (created if missing; an absolute path is used).
-    every: the save interval in updates (None: save whenever asked).
   """
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=3, save_interval_steps=every or 1, create=True
+      max_to_keep=3, create=True
   )
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 

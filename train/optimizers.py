@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -193,12 +194,11 @@ OPTIMIZERS: dict[str, _Entry] = {
     "pls": _Entry(_plain(optax_ls.pls), Needs(per_example=True), "probabilistic line search"),
     "tlr": _Entry(_with_epoch(optax_ls.tlr), description="trainable learning rate (efficient)"),
     "tlr_per_layer": _Entry(
-        lambda ctx: optax_ls.tlr(**{"n_batches_per_epoch": ctx.steps_per_epoch,
-                                    "per_layer": "layer", **ctx.config.kwargs}),
+        _with_epoch(functools.partial(optax_ls.tlr, per_layer="layer")),
         description="trainable learning rate, one per layer",
     ),
     "tlr_naive": _Entry(
-        lambda ctx: optax_ls.tlr(**{"variant": "naive", **ctx.config.kwargs}),
+        _plain(functools.partial(optax_ls.tlr, variant="naive")),
         description="trainable learning rate (naive, extra forward-backward)",
     ),
     "sgd_hd": _Entry(_plain(optax_ls.sgd_hd), description="SGD with hypergradient descent"),

@@ -360,9 +360,7 @@ def train_one(
   records: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
   manager = None
   if config.out is not None and (config.checkpoint_every or config.resume):
-    manager = checkpoint.manager(
-        os.path.join(config.out, "checkpoints", optimizer.name), config.checkpoint_every or None
-    )
+    manager = checkpoint.manager(os.path.join(config.out, "checkpoints", optimizer.name))
   window = _Window()
   epoch_losses: list[Any] = []
   if manager is not None and config.resume:
