@@ -51,3 +51,28 @@ def test_resnet20_learns_on_the_real_cifar10_subset(tmp_path):
   assert evals[-1]["train_loss"] < evals[0]["train_loss"]
   assert evals[-1]["test_accuracy"] > 0.15  # chance: 0.1
   assert np.isfinite([r["loss"] for r in history["sls"]["train"]]).all()
+
+
+def test_landscape_lines_on_the_real_mnist_subset_are_parabolic(tmp_path):
+  """Seed 003's core result 1 on real data: the full-batch loss along SGD's lines is a parabola."""
+  from optax_ls import landscape
+
+  _require("mnist_subset.npz")
+  config = dataclasses.replace(
+      get_config("mnist_subset_mlp"), optimizers=(OptimizerConfig("sgd", learning_rate=0.1),),
+      max_steps=41, out=str(tmp_path))
+  lines = landscape.record(config, landscape.Settings(every=10, examples=2048, resolution=0.02),
+                           verbose=False)
+  text, paths = landscape.write_report(lines, str(tmp_path), window=0.2)
+  print(text)
+  analysis = landscape.analyse(lines, window=0.2)
+  assert len(lines) == 5 and len(paths) == len(landscape.FIGURES)
+  # Degree 2 fits far better than degree 1, and to a small fraction of the loss's range.
+  assert np.all(analysis["mae2"] < 0.2 * analysis["mae1"])
+  ranges = [np.ptp(line.full[np.abs(line.steps) <= 0.2]) for line in lines]
+  assert np.all(analysis["mae2"] < 0.05 * np.array(ranges))
+  assert np.all(analysis["curvature"] > 0)
+  # SGD's own step is lr ||g||, and it lowers the full-batch loss.
+  np.testing.assert_allclose(analysis["strategies"]["run"]["step"],
+                             analysis["strategies"]["sgd_0.1"]["step"], rtol=1e-3)
+  assert np.all(analysis["strategies"]["run"]["improvement"] > 0)

@@ -382,7 +382,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
   Bad arguments exit with argparse's usage message and the reason.
   """
   parser = build_parser()
-  args = parser.parse_args(argv)
+  return config_from_args(parser.parse_args(argv), parser)
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config:
+  """The :class:`Config` that the arguments of :func:`build_parser` (parsed by ``parser``) ask for.
+
+  Bad values exit through ``parser.error`` with the reason. Commands that extend
+  the harness's command line (``python -m optax_ls.landscape``) add their own
+  arguments to :func:`build_parser` and call this.
+  """
   config = get_config(args.config)
   if args.optimizer:
     names = [n.strip() for n in args.optimizer.split(",") if n.strip()]
