@@ -89,7 +89,7 @@ import optax_ls
 from models import get_model
 from train import data, report
 from train import train as harness
-from train.config import SHARED_DATA, get_config
+from train.config import SHARED_DATA, get_config, positive_float
 from train.optimizers import OPTIMIZERS, OptimizerConfig
 
 BASELINES = ("sgd", "adam", "adamw", "polyak_sgd", "cocob", "prodigy", "optax_backtracking")
@@ -751,16 +751,6 @@ def _write_json(payload: dict[str, Any], path: str) -> None:
   os.replace(tmp, path)
 
 
-def _positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-  if not 0 < value < math.inf:
-    raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-  return value
-
-
 def build_parser() -> argparse.ArgumentParser:
   """The command line of ``python -m benchmarks.quality``."""
   parser = argparse.ArgumentParser(
@@ -774,13 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--methods", default=",".join(LINE_SEARCHES),
                       help="comma-separated optimizers trained with their defaults "
                            "(default: every line search)")
-  parser.add_argument("--sgd-grid", type=_positive_float, nargs="*",
+  parser.add_argument("--sgd-grid", type=positive_float, nargs="*",
                       default=list(SGD_GRID), help="SGD's learning rates (momentum 0.9, step "
                       "schedule); with no value: no SGD")
-  parser.add_argument("--adam-grid", type=_positive_float, nargs="*",
+  parser.add_argument("--adam-grid", type=positive_float, nargs="*",
                       default=list(ADAM_GRID), help="Adam's peak learning rates (5%% warm-up, "
                       "cosine); with no value: no Adam")
-  parser.add_argument("--tlr-inits", type=_positive_float, nargs="*",
+  parser.add_argument("--tlr-inits", type=positive_float, nargs="*",
                       default=list(TLR_INITS), help="TLR's initial rates (needs tlr in --methods "
                       "for the default one); with no value: none")
   parser.add_argument("--full", action="store_true",

@@ -332,7 +332,8 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+  """An ``argparse`` type: a positive finite float."""
   try:
     value = float(text)
   except ValueError:
@@ -357,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="NAME", help="a named configuration (default: digits_mlp)")
   parser.add_argument("--optimizer", metavar="NAME[,NAME...]",
                       help="train with these optimizers instead of the config's (defaults of each)")
-  parser.add_argument("--lr", type=_positive_float, help="learning rate of every baseline")
+  parser.add_argument("--lr", type=positive_float, help="learning rate of every baseline")
   parser.add_argument("--epochs", type=_positive_int, help="epochs")
   parser.add_argument("--batch-size", type=_positive_int, help="examples per batch")
   parser.add_argument("--max-steps", type=_positive_int, help="stop after this many updates")
