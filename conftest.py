@@ -17,3 +17,7 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("optax_ls", derandomize=True, deadline=None)
 settings.load_profile("optax_ls")
+
+# Doctests are collected from every module of optax_ls, models and train
+# (``--doctest-modules``); a ``__main__`` module would run its command on import.
+collect_ignore_glob = ["*/__main__.py"]

@@ -89,7 +89,17 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-  """DenseNet with a CIFAR stem (one 3x3 convolution, stride 1, no pooling).
+  r"""DenseNet with a CIFAR stem (one 3x3 convolution, stride 1, no pooling).
+
+  Layer :math:`\ell` of a dense block sees the concatenation of all earlier feature maps,
+  :math:`x_\ell = H_\ell([x_0, x_1, \dots, x_{\ell-1}])`, and adds :math:`k` = ``growth_rate``
+  channels: a block of :math:`L` layers entered with :math:`c` channels leaves with
+  :math:`c + L k`. A transition keeps :math:`\lfloor \theta c \rfloor` channels
+  (:math:`\theta` = ``compression``) and halves the resolution. So an ``[n, 32, 32, 3]`` batch
+  leaves DenseNet-40 (:math:`c_0 = 16`, three blocks of 12 layers, :math:`k = 12`) as
+  ``[n, 8, 8, 16 + 3 * 144] = [n, 8, 8, 448]`` before the final BN, ReLU, pooling and ``Dense``.
+  The paper's depth counts the convolutions and the classifier: for DenseNet-40, 36 layers in the
+  blocks, the stem, 2 transitions and the ``Dense`` layer.
 
   Attributes:
     growth_rate: channels each layer adds (``k``).
@@ -110,6 +120,11 @@ class DenseNet(nn.Module):
     >>> from models.densenet import DenseNet40
     >>> count_params(DenseNet40(), (1, 32, 32, 3))
     1019722
+
+  References:
+    Huang, Liu, van der Maaten, Weinberger, *Densely Connected Convolutional Networks*, CVPR 2017,
+    https://arxiv.org/abs/1608.06993 (Sec. 3: dense connectivity, growth rate, DenseNet-B and
+    -C; Sec. 4: the CIFAR networks, dropout 0.2 without augmentation; Table 2).
   """
 
   growth_rate: int

@@ -84,6 +84,15 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
   """MobileNetV2 (width multiplier 1), by default the CIFAR variant.
 
+  A 3x3 stem convolution to 32 channels, then for each row ``(t, c, n, s)`` of ``stages`` a
+  sequence of ``n`` inverted residual blocks with ``c`` output channels, the first with stride
+  ``s``. A block entered with ``c_in`` channels expands to ``t * c_in`` (1x1), filters each
+  channel alone (3x3 depthwise, with the stride), then projects linearly to ``c`` (1x1, no
+  activation): ``c_in * t c_in + 9 t c_in + t c_in * c`` weights (plus BatchNorm; no first
+  term when ``t = 1``), against ``9 c_in * c`` for a dense 3x3 convolution. Then a 1x1
+  convolution to 1280 channels, pooling and ``Dense``. With :data:`CIFAR_STAGES` a
+  ``[n, 32, 32, 3]`` batch reaches the last 1x1 convolution as ``[n, 4, 4, 320]``.
+
   The paper's network: no projection on shortcuts that would change shape (some CIFAR ports add a
   1x1 convolution there, 2,296,922 parameters for 10 classes) and ReLU6.
 
@@ -101,6 +110,13 @@ class MobileNetV2(nn.Module):
     >>> count_params(MobileNetV2(), (1, 32, 32, 3))
     2236682
     >>> imagenet = MobileNetV2(num_classes=1000, stages=IMAGENET_STAGES, stem_strides=2)
+    >>> imagenet.stages[1], imagenet.stem_strides
+    ((6, 24, 2, 2), 2)
+
+  References:
+    Sandler, Howard, Zhu, Zhmoginov, Chen, *MobileNetV2: Inverted Residuals and Linear
+    Bottlenecks*, CVPR 2018, https://arxiv.org/abs/1801.04381 (Sec. 3-4: inverted residuals and
+    linear bottlenecks; Table 1: the block; Table 2: the network).
   """
 
   num_classes: int = 10

@@ -130,10 +130,20 @@ class BottleneckResNetBlock(nn.Module):
 class ResNet(nn.Module):
   """ResNet v1: a stem, stages of residual blocks, global average pooling, a ``Dense`` classifier.
 
-  Stage ``i`` has ``stage_sizes[i]`` blocks of ``num_filters * 2**i`` filters; every stage but the
-  first halves the resolution in its first block. The CIFAR ResNet-``6n+2`` of He et al. (2016,
-  Section 4.2) is ``stage_sizes=(n, n, n)``, ``num_filters=16``, ``stem='cifar'``,
-  ``shortcut='zero_pad'`` (their option A, used for all the CIFAR results).
+  Each block computes ``act(shortcut(x) + F(x))`` with ``F`` two 3x3 convolutions
+  (:class:`ResNetBlock`) or a 1x1-3x3-1x1 bottleneck (:class:`BottleneckResNetBlock`), each
+  followed by BatchNorm. Stage ``i`` has ``stage_sizes[i]`` blocks of ``num_filters * 2**i``
+  filters (times 4 at the output of a bottleneck block); every stage but the first halves the
+  resolution in its first block. An ``[n, h, w, c]`` input thus leaves stage ``i`` as
+  ``[n, h / (s * 2**i), w / (s * 2**i), num_filters * 2**i]``, with ``s`` = 1 for the CIFAR stem
+  and 4 for the ImageNet stem, before pooling to ``[n, channels]`` and the ``Dense`` logits
+  ``[n, num_classes]``.
+
+  The CIFAR ResNet-``6n+2`` of He et al. (2016, Section 4.2: ``6n`` convolutions in the blocks,
+  plus the stem and the classifier) is ``stage_sizes=(n, n, n)``, ``num_filters=16``,
+  ``stem='cifar'``, ``shortcut='zero_pad'`` (their option A, used for all the CIFAR results):
+  feature maps 32x32, 16x16 and 8x8 with 16, 32 and 64 channels. ResNet-18/34/50 are the
+  four-stage networks of their Table 1.
 
   The last BatchNorm scale of each block starts at one, as in the paper; ``zero_init_residual``
   starts it at zero (Goyal et al., 2017), so that every block starts as its shortcut.
@@ -161,6 +171,15 @@ class ResNet(nn.Module):
     >>> logits, variables = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
     >>> logits.shape, sorted(variables)
     ((2, 10), ['batch_stats', 'params'])
+
+  References:
+    He, Zhang, Ren, Sun, *Deep Residual Learning for Image Recognition*, CVPR 2016,
+    https://arxiv.org/abs/1512.03385 (Sec. 3.3: shortcut options A and B; Table 1: ResNet-18, 34,
+    50; Sec. 4.2: the CIFAR ResNets).
+
+    Goyal, Dollar, Girshick, Noordhuis, Wesolowski, Kyrola, Tulloch, Jia, He, *Accurate, Large
+    Minibatch SGD: Training ImageNet in 1 Hour*, 2017, https://arxiv.org/abs/1706.02677
+    (``zero_init_residual``).
   """
 
   stage_sizes: Sequence[int]

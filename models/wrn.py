@@ -60,6 +60,13 @@ class WideResNetBlock(nn.Module):
 class WideResNet(nn.Module):
   """WRN-``depth``-``width`` for CIFAR (Zagoruyko & Komodakis, 2016).
 
+  ``depth = 6 n + 4``: three groups of ``n`` pre-activation blocks (two 3x3 convolutions each),
+  plus the stem, the two 1x1 shortcut convolutions and the classifier. Group ``i`` has
+  ``16 * width * 2**i`` channels; an ``[b, 32, 32, 3]`` batch leaves the groups as
+  ``[b, 32, 32, 16 k]``, ``[b, 16, 16, 32 k]`` and ``[b, 8, 8, 64 k]`` (``k = width``) before
+  BN, ReLU, pooling and ``Dense``. Widening multiplies the parameters of the blocks by about
+  ``k**2``: WRN-16-4 has 2.7M against 0.18M for WRN-16-1.
+
   No zero-initialised BatchNorm option: in a pre-activation block the last BatchNorm feeds a ReLU,
   and a zero scale and bias would leave the branch at ReLU's kink, where it gets no gradient.
 
@@ -78,6 +85,13 @@ class WideResNet(nn.Module):
     >>> from models.wrn import WRN16_4
     >>> count_params(WRN16_4(num_classes=100), (1, 32, 32, 3))
     2772020
+
+  References:
+    Zagoruyko, Komodakis, *Wide Residual Networks*, BMVC 2016, https://arxiv.org/abs/1605.07146
+    (Sec. 2: the block and the widening factor; Table 1: the network).
+
+    He, Zhang, Ren, Sun, *Identity Mappings in Deep Residual Networks*, ECCV 2016,
+    https://arxiv.org/abs/1603.05027 (the pre-activation block).
   """
 
   depth: int

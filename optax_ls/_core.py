@@ -33,12 +33,15 @@ class SearchResult(NamedTuple):
   """Outcome of :func:`backtracking_search`.
 
   Attributes:
-    step_size: the accepted step size if ``accepted``, else the last trial.
-    value: the objective at the last trial point.
+    step_size: the accepted step size if ``accepted``, else the last trial
+      (``first_step_size`` when no trial ran).
+    value: the objective at the last trial point, as returned (possibly
+      non-finite; NaN when no trial ran).
     accepted: whether the step rule accepted ``step_size``.
-    next_step_size: the step size the rule asked for after the last trial
-      (equal to ``step_size`` when accepted); a search that stops without
-      acceptance continues from here on the next call.
+    next_step_size: the step size the rule asked for after the last trial,
+      clipped to ``max_step_size`` (equal to ``step_size`` when accepted); a
+      search that stops without acceptance continues from here on the next
+      call.
     fallback_step_size: the last trial step that satisfied sufficient decrease
       (0 if none did); used when a search ends without acceptance.
     num_evals: number of objective evaluations made by the search (int32).
@@ -62,23 +65,76 @@ def backtracking_search(
     max_step_size: float | Array,
     enabled: Array | bool = True,
 ) -> SearchResult:
-  """Runs a bounded line search in one :func:`jax.lax.while_loop`.
+  r"""Runs a bounded line search in one :func:`jax.lax.while_loop`.
+
+  The shared loop of the searches inside one ``update`` call (SLS, Adam + SLS,
+  SaLSa, metric SLS). Along a fixed direction :math:`d` from :math:`w` it
+  evaluates :math:`\phi(\eta) = f(w + \eta d)` (``trial_value``) at the
+  trials
+
+  .. math::
+    \eta_0 = \text{first\_step\_size}, \qquad
+    \eta_{i+1} = \min(\rho(\eta_i, \phi(\eta_i)),\ \eta_{\max}),
+
+  where the step rule :math:`(\text{accept}_i, \rho, \text{decrease}_i)` =
+  ``step_rule(eta_i, phi(eta_i))`` decides whether :math:`\eta_i` is
+  accepted and, if not, which step to try next. The loop stops at the first
+  accepted trial, when the rule asks for a step below ``min_step_size`` (that
+  step is not tried), or after ``max_evals`` trials. With the Armijo rule
+  (accept when :math:`\phi(\eta) \le \phi(0) + c\,\eta\,\langle g, d\rangle`,
+  else :math:`\eta \leftarrow \beta\eta`) this is the classical backtracking
+  line search; SaLSa's smoothed criterion and the Goldstein rule (which also
+  grows :math:`\eta`) are other step rules. A non-finite trial value reaches
+  the rule as :math:`+\infty` and is never accepted, so no NaN can be
+  accepted. The loop runs no trial at all when ``enabled`` is false.
 
   Args:
     trial_value: ``eta -> f(w + eta * d)`` as a scalar; non-finite values are
       allowed and are always treated as failed trials.
-    step_rule: ``(eta, value) -> (accept, next_eta, sufficient_decrease)``.
+    step_rule: ``(eta, value) -> (accept, next_eta, sufficient_decrease)``,
+      three scalars: whether to accept ``eta``, the next trial if not, and
+      whether ``eta`` satisfies sufficient decrease (recorded as the fallback).
       A non-finite trial reaches it as ``+inf``.
-    first_step_size: the first trial, already inside the bounds.
-    max_evals: the largest number of trials.
-    min_step_size: a rule asking for a step below this ends the search.
+    first_step_size: the first trial :math:`\eta_0`, already inside the bounds
+      (it is not clipped).
+    max_evals: the largest number of trials, at least 1 (a Python integer
+      below 1 raises a ``ValueError``; at least one trial runs when
+      ``enabled``).
+    min_step_size: a rule asking for a step below this ends the search
+      without trying it.
     max_step_size: requested steps are clipped to this.
     enabled: when false the loop runs no trial (e.g. a zero or non-descent
       direction); the result then reports no acceptance and zero evaluations.
+      Default True.
 
   Returns:
-    A :class:`SearchResult`.
+    A :class:`SearchResult` (float32 step sizes and value, bool
+    ``accepted``, int32 ``num_evals``): the accepted step, or the last trial
+    and the step to resume from when none was accepted.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_ls
+    >>> f = lambda w: (w - 3.0) ** 2  # from w = 0 along d = 1: slope f'(0) = -6
+    >>> f0, slope, c = f(0.0), -6.0, 0.5
+    >>> def armijo(eta, value):  # accept, or halve the step
+    ...   ok = value <= f0 + c * eta * slope
+    ...   return ok, 0.5 * eta, ok
+    >>> result = optax_ls.backtracking_search(
+    ...     lambda eta: f(0.0 + eta), armijo, jnp.float32(8.0),
+    ...     max_evals=20, min_step_size=1e-6, max_step_size=10.0)
+    >>> float(result.step_size), bool(result.accepted), int(result.num_evals)
+    (2.0, True, 3)
+
+  References:
+    Armijo, Minimization of functions having Lipschitz continuous first
+    partial derivatives, Pacific Journal of Mathematics 16(1), 1966.
+    Nocedal, Wright, Numerical Optimization, 2nd ed., Springer 2006,
+    Sec. 3.1, Alg. 3.1 (backtracking line search).
+    Vaswani et al., Painless Stochastic Gradient: Interpolation, Line-Search,
+    and Convergence Rates, NeurIPS 2019, Alg. 1 (on a mini-batch).
   """
+  if isinstance(max_evals, int) and max_evals < 1:
+    raise ValueError(f"backtracking_search: max_evals must be at least 1, got {max_evals}.")
   first_step_size = jnp.asarray(first_step_size, jnp.float32)
   zero = jnp.zeros((), jnp.float32)
 

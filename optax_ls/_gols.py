@@ -159,20 +159,23 @@ def scale_by_gols_i(
     ``grad`` (the gradient for the directional derivatives; defaults to
     ``-updates``), ``value`` (optional: the loss at ``params``, only checked
     to be finite) and ignores ``value_fn``, ``params`` and other keyword
-    arguments.
+    arguments. Its state is a :class:`ScaleByGolsIState`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> def loss_fn(w):  # along -grad from w = 0, the minimum is at lambda = 0.4
     ...   return 1.25 * jnp.sum((w - 0.2) ** 2)
     >>> opt = optax.chain(optax.scale(-1.0), optax_ls.scale_by_gols_i(init_step_size=0.125))
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   g = jax.grad(loss_fn)(w)
+    ...   updates, state = opt.update(g, state, w, grad=g)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> trace = []  # (phase of the next call, lambda)
     >>> for _ in range(4):
-    ...   g = jax.grad(loss_fn)(w)
-    ...   updates, state = opt.update(g, state, w, grad=g)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     ...   trace.append((int(optax.tree.get(state, "phase")),
     ...                 float(optax.tree.get(state, "learning_rate"))))
     >>> trace  # start at 0.125, grow to 0.25 and 0.5, accept 0.5 (slope >= 0 there)
@@ -182,8 +185,9 @@ def scale_by_gols_i(
 
   References:
     Kafka, Wilke, Gradient-only line searches: An Alternative to
-    Probabilistic Line Searches, 2019; Mutschler, PhD thesis, Sec. 2.6.4,
-    Alg. 4.
+    Probabilistic Line Searches, arXiv:1903.09383, 2019; Mutschler,
+    Empirics-based Line Searches for Deep Learning, PhD thesis, Tübingen 2022,
+    Sec. 2.6.4, Alg. 4 and Eq. 2.24.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _gols_transformation("scale_by_gols_i", 1.0, **locals())
@@ -199,8 +203,21 @@ def gols_i(
   r"""SGD with GOLS-I, the gradient-only line search that is inexact, taking gradients.
 
   Each line is along the negative gradient :math:`d = -g_0` of the call that
-  starts it; every later call is one trial on a new batch, whose gradient
-  gives the sign of the directional derivative. ``gols_i(...)`` gives the
+  starts it; every later call is one trial on a new batch :math:`B`, whose
+  gradient gives the directional derivative
+  :math:`l'_B(\lambda) = -\langle \nabla f_B(w + \lambda d), g_0\rangle`.
+  The first trial :math:`\lambda` is accepted when
+
+  .. math::
+    0 \le l'_{B_1}(\lambda) \le c_2\, |l'_{B_0}(0)| = c_2 \|g_0\|^2
+
+  (Eq. 2.24); otherwise :math:`\lambda` is multiplied by :math:`\eta` while
+  the derivative is negative, or divided by :math:`\eta` while it is
+  positive, until its sign changes or :math:`\lambda` leaves
+  :math:`[\eta\lambda_{\min}, \lambda_{\max}/\eta]`, with
+  :math:`\lambda_{\max} = \min(1/\|g_0\|, \texttt{max\_step\_size})`
+  (Alg. 4). Every call moves the weights to its next trial point; the next
+  line starts from the accepted one. ``gols_i(...)`` gives the
   same updates as ``optax.chain(optax.scale(-1), scale_by_gols_i(...))`` but
   stores the gradient, so that no negated copy is written out. See
   :func:`scale_by_gols_i` for the algorithm, the arguments (defaults are the
@@ -210,6 +227,26 @@ def gols_i(
   tunes a momentum on the direction; it is not offered here (a momentum
   transformation chained before :func:`scale_by_gols_i` would be updated on
   every call, trials included, and change the measured slopes).
+
+  Args:
+    init_step_size: :math:`\lambda_{\mathrm{init}} > 0`, the first trial of
+      the first search (paper 1e-8); later searches start from the last
+      accepted step.
+    c2: :math:`c_2 > 0` of the curvature condition (paper 0.9).
+    eta: the scaling factor :math:`\eta > 1` by which a trial grows or
+      shrinks (paper 2).
+    min_step_size: :math:`\lambda_{\min} > 0`, the smallest trial (paper 1e-8).
+    max_step_size: the cap on :math:`\lambda_{\max} = \min(1/\|g_0\|,
+      \texttt{max\_step\_size})`, above ``min_step_size`` (paper 1e7).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByGolsIState`, taking the gradients as ``updates``. Its
+    ``update`` needs no keyword argument: ``grad`` (the gradient for the
+    directional derivatives, when ``updates`` were transformed before)
+    defaults to ``updates``, ``value`` (optional: the loss at ``params``) is
+    only checked to be finite, and ``value_fn``, ``params`` and other keyword
+    arguments are ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -232,8 +269,9 @@ def gols_i(
 
   References:
     Kafka, Wilke, Gradient-only line searches: An Alternative to
-    Probabilistic Line Searches, 2019; Mutschler, PhD thesis, Sec. 2.6.4,
-    Alg. 4.
+    Probabilistic Line Searches, arXiv:1903.09383, 2019; Mutschler,
+    Empirics-based Line Searches for Deep Learning, PhD thesis, Tübingen 2022,
+    Sec. 2.6.4, Alg. 4 and Eq. 2.24.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _gols_transformation("gols_i", -1.0, **locals())

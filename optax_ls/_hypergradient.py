@@ -76,23 +76,32 @@ def scale_by_hypergradient(
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByHypergradientState`.
+    :class:`ScaleByHypergradientState`. Its ``update`` needs no keyword
+    argument: ``grad`` (the gradient :math:`g_t`) defaults to ``-updates``,
+    ``value`` (optional) is only checked to be finite, and ``params``,
+    ``value_fn`` and other keyword arguments are ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> def loss_fn(w):
     ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
     >>> opt = optax.chain(optax.scale(-1.0), optax_ls.scale_by_hypergradient(beta=1e-2))
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(100):
-    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w) < 1e-3), float(optax.tree.get(state, "learning_rate")) > 1e-3
     (True, True)
 
   References:
-    Baydin et al., Online Learning Rate Adaptation with Hypergradient Descent, ICLR 2018.
+    Baydin, Cornish, Martínez-Rubio, Schmidt, Wood, Online Learning Rate
+    Adaptation with Hypergradient Descent, ICLR 2018, Sec. 2; Mutschler,
+    Empirics-based Line Searches for Deep Learning, PhD thesis, Tübingen
+    2022, Sec. 2.8, Eq. 2.48-2.49.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _hd_transformation("scale_by_hypergradient", 1.0, **locals())
@@ -105,27 +114,60 @@ def sgd_hd(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with hypergradient descent on the learning rate (SGD-HD), taking gradients.
 
-  :math:`\alpha_t = \alpha_{t-1} + \beta\,\langle g_t, g_{t-1}\rangle`,
-  :math:`w_{t+1} = w_t - \alpha_t g_t` (seed 002, Eq. 2.49). The same updates
-  as ``optax.chain(optax.scale(-1), scale_by_hypergradient(...))`` without
-  writing out the negated gradient; see :func:`scale_by_hypergradient` for the
-  arguments, the optional floor and the robustness guarantees.
+  The loss after the last update, :math:`f(w_{t-1} - \alpha g_{t-1})`, has
+  the derivative :math:`-\langle g_t, g_{t-1}\rangle` in :math:`\alpha`
+  (Eq. 2.48); one gradient step on it with the hyper learning rate
+  :math:`\beta` trains the rate, which then makes the SGD step:
+
+  .. math::
+    \alpha_t = \alpha_{t-1} + \beta\,\langle g_t, g_{t-1}\rangle, \qquad
+    w_{t+1} = w_t - \alpha_t g_t
+
+  (Eq. 2.49; :math:`g_{-1} = 0`, so the first update uses
+  :math:`\alpha_0`). The rate grows while consecutive gradients agree and
+  shrinks when they disagree; as in the paper it is unbounded (it can turn
+  negative) unless ``min_learning_rate`` is given. The same updates as
+  ``optax.chain(optax.scale(-1), scale_by_hypergradient(...))`` without
+  writing out the negated gradient; see :func:`scale_by_hypergradient` for
+  the momentum variant and the robustness guarantees.
+
+  Args:
+    init_learning_rate: the initial rate :math:`\alpha_0`, positive (default
+      1e-3, Baydin et al.'s).
+    beta: the hyper learning rate :math:`\beta`, positive (default 1e-3,
+      Baydin et al.'s for SGD-HD).
+    min_learning_rate: None (default: unbounded, as in the paper) or a floor
+      :math:`\alpha_t \leftarrow \max(\alpha_t, \alpha_{\min})`.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByHypergradientState`, taking the gradients as ``updates``.
+    Its ``update`` needs no keyword argument: ``grad`` (the gradient for the
+    hypergradient, when ``updates`` were transformed before) defaults to
+    ``updates``, ``value`` (optional) is only checked to be finite, and
+    ``params``, ``value_fn`` and other keyword arguments are ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> def loss_fn(w):
     ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
     >>> opt = optax_ls.sgd_hd(init_learning_rate=0.1, beta=1e-2, min_learning_rate=0.0)
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(50):
-    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w) < 1e-4)
     True
 
   References:
-    Baydin et al., ICLR 2018; seed 002, Sec. 2.8.
+    Baydin, Cornish, Martínez-Rubio, Schmidt, Wood, Online Learning Rate
+    Adaptation with Hypergradient Descent, ICLR 2018, Sec. 2; Mutschler,
+    Empirics-based Line Searches for Deep Learning, PhD thesis, Tübingen
+    2022, Sec. 2.8, Eq. 2.48-2.49.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _hd_transformation("sgd_hd", -1.0, **locals())

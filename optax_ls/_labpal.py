@@ -1,9 +1,9 @@
 """LABPAL: the large-batch parabolic approximation line search (SGD and NSGD).
 
 Reference:
-  Mutschler, Laux, Zell, "Using a one dimensional parabolic model of the
-  full-batch loss to estimate learning rates during training", 2021
-  (arXiv:2108.13880); seed 002 (Mutschler, PhD thesis), Sec. 6.3.2, Alg. 9,
+  Mutschler, Laube, Zell, "Using a one dimensional parabolic model of the
+  full-batch loss to estimate learning rates during training", NeurIPS 2021
+  Optimization Workshop (arXiv:2108.13880); seed 002 (Mutschler, PhD thesis), Sec. 6.3.2, Alg. 9,
   and Sec. 6.4.3, Eq. 6.8. PyTorch code: github.com/cogsys-tuebingen/LABPAL.
 """
 
@@ -45,7 +45,9 @@ class ScaleByLabpalState(NamedTuple):
     step: the update step ``min(alpha * s_min, max_step_size)`` of the last
       successful fit (0 before the first): the distance an NSGD update moves.
     num_evals: how many times ``value_fn`` ran in the last call (int32): 2 in
-      a measuring call (3 without ``value``), 0 otherwise.
+      a measuring call that measures the losses of its batch (3 without
+      ``value``), 0 otherwise (training calls, and the calls of a group that
+      only accumulate the direction that fixes the line).
     measured: batches measured so far in the current approximation (int32).
     trained: updates made so far in the current training phase (int32).
     loss_sums: sums over the measured batches of ``l(0)``, ``l(s1) - l(0)``
@@ -212,7 +214,7 @@ def scale_by_labpal(
     it), ``value`` (the loss at ``params``, used as :math:`l(0)`; one more
     ``value_fn`` call per measuring call when omitted), ``grad`` (accepted
     and unused: the slope comes from the fit) and keyword arguments for
-    ``value_fn``.
+    ``value_fn``. Its state is a :class:`ScaleByLabpalState`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -237,9 +239,11 @@ def scale_by_labpal(
     True
 
   References:
-    Mutschler, Laux, Zell, Using a one dimensional parabolic model of the
-    full-batch loss to estimate learning rates during training, 2021;
-    Mutschler, PhD thesis, Sec. 6.3.2 (Alg. 9) and 6.4.3 (Eq. 6.8).
+    Mutschler, Laube, Zell, Using a one dimensional parabolic model of the
+    full-batch loss to estimate learning rates during training, NeurIPS 2021
+    Optimization Workshop (arXiv:2108.13880); Mutschler, Empirics-based Line
+    Searches for Deep Learning, PhD thesis, Tübingen 2022, Sec. 6.3.2
+    (Alg. 9), Eq. 6.6 and Sec. 6.4.3 (Eq. 6.8).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _labpal_transformation("scale_by_labpal", 1.0, **locals())
@@ -262,16 +266,59 @@ def labpal(
   r"""LABPAL&SGD (``mode="sgd"``) or LABPAL&NSGD (``mode="nsgd"``), taking gradients.
 
   The line and update directions are the negative (mean, momentum)
-  mini-batch gradients: SGD updates :math:`-\lambda g`, NSGD updates
-  :math:`-s_{\mathrm{upd}}\, g/\|g\|`, with :math:`\lambda` and
-  :math:`s_{\mathrm{upd}} = \alpha s_{\min}` measured on a parabolic fit of
-  the loss averaged over ``approx_batches`` batches and reused for ``n_sgd``
-  updates. ``labpal(...)`` gives the same updates as
-  ``optax.chain(optax.scale(-1), scale_by_labpal(...))`` but keeps gradients
-  in its state, so that no negated copy is written out. See
-  :func:`scale_by_labpal` for the phases, the batch-size schedule, the noise
-  adaptation, the arguments (defaults are the paper's) and the robustness
-  rules.
+  mini-batch gradients. In a measuring phase of ``approx_batches`` calls
+  (zero updates) the line :math:`u = -g/\|g\|` is fixed by the gradient
+  :math:`g` of the first call (or group of calls) and the mean loss over the
+  batches at :math:`s \in \{0, s_1, s_2\}` is fitted by a parabola
+  :math:`a s^2 + b s + c`; its minimum :math:`s_{\min} = -b/(2a)` gives
+
+  .. math::
+    s_{\mathrm{upd}} = \min(\alpha\, s_{\min},\ s_{\max}),
+    \qquad \lambda = s_{\mathrm{upd}} / \|g\|,
+
+  which the next ``n_sgd`` calls reuse: SGD updates :math:`-\lambda g_t`,
+  NSGD updates :math:`-s_{\mathrm{upd}}\, g_t/\|g_t\|` (Alg. 9, Eq. 6.6).
+  A batch-size schedule averages the gradients of :math:`k(t) \in \{1, 2,
+  4\}` calls per update (from 50% and 75% of ``t_max``), and the noise
+  adaptation (Eq. 6.8) scales it and ``t_max`` by :math:`\epsilon =
+  \frac{128}{|B|}\frac{|D|}{40000}`. ``labpal(...)`` gives the same updates
+  as ``optax.chain(optax.scale(-1), scale_by_labpal(...))`` but keeps
+  gradients in its state, so that no negated copy is written out. See
+  :func:`scale_by_labpal` for the phases, the schedule, the momentum, the
+  reference-code option and the robustness rules; the defaults are the
+  paper's.
+
+  Args:
+    mode: ``"nsgd"`` (default: reuse the step along the unit direction) or
+      ``"sgd"`` (reuse the learning rate).
+    approx_batches: calls whose losses estimate the full-batch loss along the
+      line (:math:`|B_a|/|B_i|`, paper 10).
+    n_sgd: updates between approximations (paper 1000).
+    alpha: update step adaptation :math:`\alpha > 0` (paper 1.8).
+    max_step_size: :math:`s_{\max} > 0`, the largest step (paper 1.0).
+    measure_points: :math:`(s_1, s_2)`, :math:`0 < s_1 < s_2`, the measuring
+      steps besides 0 (paper (1e-4, 1e-2)).
+    momentum: :math:`\beta \in [0, 1)` of the direction, or None (default:
+      no momentum).
+    t_max: training length :math:`T` in calls, before the noise adaptation
+      (paper 150000).
+    batch_schedule: ``((fraction, k), ...)``: from call ``floor(fraction *
+      T) + 1`` on an update spans :math:`k` calls (default ``((0.5, 2),
+      (0.75, 4))``, the paper's); None keeps :math:`k = 1`.
+    dataset_size: :math:`|D|` for the noise adaptation (with ``batch_size``;
+      default None: no adaptation).
+    batch_size: :math:`|B|`, the per-call batch size (with ``dataset_size``).
+    reference_curvature: use the PyTorch reference code's fit, whose step
+      lands near twice the vertex (default False: the paper's formula).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByLabpalState`, taking the gradients as ``updates``. Its
+    ``update`` takes ``value_fn`` (required on every call; only measuring
+    calls run it: ``value_fn(params, **kwargs)`` returns the mini-batch loss),
+    ``value`` (the loss at ``params``, used as :math:`l(0)`; one more
+    ``value_fn`` call per measuring call when omitted), ``grad`` (accepted
+    and unused) and keyword arguments for ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -295,9 +342,11 @@ def labpal(
     True
 
   References:
-    Mutschler, Laux, Zell, Using a one dimensional parabolic model of the
-    full-batch loss to estimate learning rates during training, 2021;
-    Mutschler, PhD thesis, Sec. 6.3.2 (Alg. 9) and 6.4.3 (Eq. 6.8).
+    Mutschler, Laube, Zell, Using a one dimensional parabolic model of the
+    full-batch loss to estimate learning rates during training, NeurIPS 2021
+    Optimization Workshop (arXiv:2108.13880); Mutschler, Empirics-based Line
+    Searches for Deep Learning, PhD thesis, Tübingen 2022, Sec. 6.3.2
+    (Alg. 9), Eq. 6.6 and Sec. 6.4.3 (Eq. 6.8).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _labpal_transformation("labpal", -1.0, **locals())

@@ -179,6 +179,7 @@ def scale_by_metric_sls(
     ``grad`` (accepted for a uniform call and not used: the slope is the finite
     difference) and any keyword arguments of the metric, which are passed on to
     ``metric_fn`` and ``value_fn`` as to ``value_fn`` in :func:`scale_by_sls`.
+    Its state is a :class:`ScaleByMetricSlsState`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -199,7 +200,10 @@ def scale_by_metric_sls(
     True
 
   References:
-    Hackel, Accuracy Based Line Search, 2023, Sec. 5, Alg. 3-4, Eq. 26-29.
+    Hackel, Accuracy Based Line Search, Bachelor's thesis, 2023, Sec. 5,
+    Alg. 3-4, Eq. 26-29 (code: github.com/OsaneHackel/accuracy-SLS).
+    Vaswani et al., Painless Stochastic Gradient: Interpolation,
+    Line-Search, and Convergence Rates, NeurIPS 2019, Alg. 1-2 (SLS).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _metric_sls("scale_by_metric_sls", 1.0, **locals())
@@ -235,6 +239,37 @@ def l_sls(
   the keyword arguments of ``update`` and the robustness guarantees; the
   defaults are those of SLS, which the paper keeps.
 
+  Args:
+    init_step_size: first step size (``eta_max`` in the paper), default 1.
+    c: sufficient improvement constant, in (0, 1) (default 0.1).
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1) (default 0.9).
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
+      (the default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
+      (restart from ``init_step_size``), as in :func:`scale_by_sls`.
+    max_backtracking_steps: the largest number of trials per update (100).
+    eps: the finite-difference step :math:`\epsilon` of the slope, positive
+      (default 1e-4, the paper's).
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size (1e3).
+    require_improvement: make no step (and keep the step size) when the
+      finite-difference slope shows no decrease (default False, as in the
+      paper; see :func:`scale_by_metric_sls`).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByMetricSlsState`, taking the gradients as ``updates``. Its
+    ``update`` takes the keyword arguments ``value_fn`` (required:
+    ``value_fn(params, **kwargs)`` returns the mini-batch loss, which is the
+    metric unless ``metric_fn`` is given), ``metric_fn`` (optional: another
+    metric to minimise, ``metric_fn(params, **kwargs) -> scalar``), ``value``
+    (the loss at ``params``, i.e. :math:`m(w)` when the metric is the loss;
+    one more call when omitted), ``metric_value`` (the metric at ``params``,
+    if known), ``grad`` (accepted and unused: the slope is the finite
+    difference) and any keyword arguments of the metric, which are passed on
+    to it.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> def loss_fn(w, x, y):
@@ -242,17 +277,23 @@ def l_sls(
     >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     >>> y = jnp.array([1.0, 2.0, 0.0])
     >>> opt = optax_ls.l_sls(reset_option=0)
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn, x=x, y=y)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(20):
-    ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
-    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn, x=x, y=y)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w, x, y) < 0.01)
     True
 
   References:
-    Hackel, Accuracy Based Line Search, 2023, Sec. 5.1, Eq. 26, 29.
+    Hackel, Accuracy Based Line Search, Bachelor's thesis, 2023, Sec. 5.1,
+    Alg. 3-4, Eq. 26, 29 (l-SLS).
+    Vaswani et al., Painless Stochastic Gradient: Interpolation,
+    Line-Search, and Convergence Rates, NeurIPS 2019, Alg. 1-2 (SLS).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _metric_sls("l_sls", -1.0, maximize=False, **locals())
@@ -291,6 +332,37 @@ def a_sls(
   ``update`` (``metric_fn`` is required) and the robustness guarantees are
   those of :func:`scale_by_metric_sls`.
 
+  Args:
+    init_step_size: first step size (``eta_max`` in the paper), default 1.
+    c: sufficient improvement constant, in (0, 1) (default 0.1).
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1) (default 0.9).
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
+      (the default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
+      (restart from ``init_step_size``), as in :func:`scale_by_sls`.
+    max_backtracking_steps: the largest number of trials per update (100).
+    eps: the finite-difference step :math:`\epsilon` of the slope, positive
+      (default 1e-4, the paper's).
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size (1e3).
+    require_improvement: make no step (and keep the step size) when the
+      finite-difference slope shows no improvement (default False, as in the
+      paper; see :func:`scale_by_metric_sls`).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByMetricSlsState`, taking the gradients as ``updates``. Its
+    ``update`` takes the keyword arguments ``metric_fn`` (required:
+    ``metric_fn(params, **kwargs) -> scalar``, the accuracy on the current
+    mini-batch, e.g. with :func:`accuracy`), ``value_fn`` (required for a uniform
+    call with the other methods; not called), ``value`` (optional: the loss at
+    ``params``; a non-finite one skips the step), ``metric_value`` (the metric
+    at ``params``, if known, e.g. from the training forward pass; saves one
+    evaluation), ``grad`` (accepted and unused: the slope is the finite
+    difference) and any keyword arguments of the metric, which are passed on
+    to it.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> x = jnp.array([[1.0, 2.0], [-1.0, 0.5], [2.0, -1.0], [-2.0, -1.5]])
@@ -308,7 +380,8 @@ def a_sls(
     1.0
 
   References:
-    Hackel, Accuracy Based Line Search, 2023, Sec. 5.1, 6.1, Eq. 27, 29.
+    Hackel, Accuracy Based Line Search, Bachelor's thesis, 2023, Sec. 5.1
+    (Alg. 3-4, Eq. 27, 29) and Sec. 6.1 (the collapse, Fig. 15).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _metric_sls("a_sls", -1.0, maximize=True, **locals())
@@ -345,6 +418,37 @@ def sa_sls(
   arguments, the keyword arguments of ``update`` (``metric_fn`` is required)
   and the robustness guarantees are those of :func:`scale_by_metric_sls`.
 
+  Args:
+    init_step_size: first step size (``eta_max`` in the paper), default 1.
+    c: sufficient improvement constant, in (0, 1) (default 0.1).
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1) (default 0.9).
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
+      (the default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
+      (restart from ``init_step_size``), as in :func:`scale_by_sls`.
+    max_backtracking_steps: the largest number of trials per update (100).
+    eps: the finite-difference step :math:`\epsilon` of the slope, positive
+      (default 1e-4, the paper's).
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size (1e3).
+    require_improvement: make no step (and keep the step size) when the
+      finite-difference slope shows no improvement (default False, as in the
+      paper; see :func:`scale_by_metric_sls`).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByMetricSlsState`, taking the gradients as ``updates``. Its
+    ``update`` takes the keyword arguments ``metric_fn`` (required:
+    ``metric_fn(params, **kwargs) -> scalar``, the smooth accuracy on the current
+    mini-batch, e.g. with :func:`smooth_accuracy`), ``value_fn`` (required for a uniform
+    call with the other methods; not called), ``value`` (optional: the loss at
+    ``params``; a non-finite one skips the step), ``metric_value`` (the metric
+    at ``params``, if known, e.g. from the training forward pass; saves one
+    evaluation), ``grad`` (accepted and unused: the slope is the finite
+    difference) and any keyword arguments of the metric, which are passed on
+    to it.
+
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> x = jnp.array([[1.0, 2.0], [-1.0, 0.5], [2.0, -1.0], [-2.0, -1.5]])
@@ -354,18 +458,22 @@ def sa_sls(
     >>> def metric_fn(w, x, y):
     ...   return optax_ls.smooth_accuracy(x @ w, y)
     >>> opt = optax_ls.sa_sls(n_batches_per_epoch=1)
-    >>> w = jnp.zeros((2, 2))
-    >>> state = opt.init(w)
-    >>> for _ in range(10):
+    >>> @jax.jit
+    ... def step(w, state):
     ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
     ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn,
     ...                               metric_fn=metric_fn, x=x, y=y)
-    ...   w = optax.apply_updates(w, updates)
+    ...   return optax.apply_updates(w, updates), state
+    >>> w = jnp.zeros((2, 2))
+    >>> state = opt.init(w)
+    >>> for _ in range(10):
+    ...   w, state = step(w, state)
     >>> bool(metric_fn(w, x, y) > 0.6)
     True
 
   References:
-    Hackel, Accuracy Based Line Search, 2023, Sec. 5, Alg. 3-5, Eq. 27-30.
+    Hackel, Accuracy Based Line Search, Bachelor's thesis, 2023, Sec. 5,
+    Alg. 3-5, Eq. 27-30 (code: github.com/OsaneHackel/accuracy-SLS).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _metric_sls("sa_sls", -1.0, maximize=True, **locals())
@@ -403,6 +511,10 @@ def smooth_accuracy(logits: jax.Array, labels: jax.Array, scale: float = 1.0) ->
     >>> sa = optax_ls.smooth_accuracy(logits, jnp.array([0, 1]))
     >>> bool(0.0 < sa < 1.0), float(optax_ls.accuracy(logits, jnp.array([0, 1])))
     (True, 0.5)
+
+  References:
+    Hackel, Accuracy Based Line Search, Bachelor's thesis, 2023, Sec. 5.1,
+    Alg. 5, Eq. 30 (code: github.com/OsaneHackel/accuracy-SLS).
   """
   logits, labels = _logits_and_labels(logits, labels)
   dtype = jnp.promote_types(logits.dtype, jnp.float32)
@@ -414,7 +526,17 @@ def smooth_accuracy(logits: jax.Array, labels: jax.Array, scale: float = 1.0) ->
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """The fraction of examples whose largest logit is the label's (the metric of a-SLS).
+  r"""The fraction of examples whose largest logit is the label's (the metric of a-SLS).
+
+  For logits :math:`z_n` and labels :math:`y_n` of :math:`N` examples,
+
+  .. math::
+    a = \frac{1}{N} \sum_{n=1}^{N} \mathbb{1}\bigl[\operatorname{argmax}_i z_{n,i} = y_n\bigr].
+
+  It is piecewise constant in the parameters (its gradient is zero almost
+  everywhere), which is why a-SLS takes its slope by a finite difference and
+  why its step size collapses (see :func:`a_sls`). Pure :mod:`jax.numpy`:
+  works under :func:`jax.jit` and :func:`jax.vmap`.
 
   Args:
     logits: ``[..., num_classes]`` scores.
@@ -428,6 +550,10 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     >>> import jax.numpy as jnp, optax_ls
     >>> float(optax_ls.accuracy(jnp.array([[2.0, 1.0], [0.0, 1.0]]), jnp.array([0, 0])))
     0.5
+
+  References:
+    Hackel, Accuracy Based Line Search, Bachelor's thesis, 2023, Sec. 5.1
+    (a-SLS, Eq. 27, 29) and Sec. 6.1 (why it fails).
   """
   logits, labels = _logits_and_labels(logits, labels)
   return jnp.mean(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.float32)

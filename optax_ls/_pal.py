@@ -94,7 +94,7 @@ def scale_by_pal(
     mini-batch loss), ``value`` (the loss at ``params``; one more call of
     ``value_fn`` when omitted), ``grad`` (the gradient for the slope
     :math:`b`; defaults to ``-updates``) and keyword arguments for
-    ``value_fn``.
+    ``value_fn``. Its state is a :class:`ScaleByPalState`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -111,7 +111,8 @@ def scale_by_pal(
 
   References:
     Mutschler, Zell, Parabolic Approximation Line Search for DNNs, NeurIPS
-    2020, Alg. 1; Mutschler, PhD thesis, Sec. 4.4, Alg. 8.
+    2020, Alg. 1; Mutschler, Empirics-based Line Searches for Deep Learning,
+    PhD thesis, Tübingen 2022, Sec. 4.4, Alg. 8.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _pal_transformation("scale_by_pal", 1.0, **locals())
@@ -125,12 +126,48 @@ def pal(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the parabolic approximation line search (PAL), taking gradients.
 
-  The line direction is :math:`d_t = -g_t + \beta d_{t-1}` (Eq. 4.3); the
-  step is chosen as in :func:`scale_by_pal`, whose arguments, defaults (the
-  paper's) and robustness rules apply. ``pal(...)`` gives the same updates as
+  The line direction is :math:`d_t = -g_t + \beta d_{t-1}` (Eq. 4.3;
+  :math:`d_0 = -g_0`), :math:`u = d_t / \|d_t\|`. PAL fits a parabola
+  :math:`\hat l(s) = a s^2 + b s + l_0` to the mini-batch loss along
+  :math:`u` from :math:`l_0 = f_B(w)`, the slope :math:`b = \langle g_t,
+  u\rangle` and one more loss :math:`l_\mu = f_B(w + \mu u)` on the same
+  batch,
+
+  .. math::
+    a = \frac{l_\mu - l_0 - b\mu}{\mu^2}, \qquad
+    s = \begin{cases}
+      -\alpha\, b / (2a) & a > 0,\ b < 0\\
+      \mu & a \le 0,\ b < 0\\
+      0 & \text{otherwise},
+    \end{cases}
+
+  and updates by :math:`\min(s, s_{\max})\, u` (Alg. 8): two forward passes
+  and one backward pass per step. ``pal(...)`` gives the same updates as
   ``optax.chain(optax.scale(-1), scale_by_pal(...))`` but works on the
   incoming gradient and stores ``-d``, so that no negated copy of the
-  gradient is written out.
+  gradient is written out. See :func:`scale_by_pal` for the cases, the
+  randomness ``value_fn`` must share with the gradient and the robustness
+  rules; the defaults are the paper's.
+
+  Args:
+    measuring_step: :math:`\mu > 0`, the distance of the second measurement
+      along the unit direction (paper: 0.1; alternative 0.01).
+    update_step_adaptation: :math:`\alpha > 0`, the factor on the parabola's
+      minimum (paper: 1.0; alternative 1.6).
+    direction_adaptation: :math:`\beta \in [0, 1]`, the weight of the
+      previous direction (paper: 0.4; alternative 0, plain SGD directions).
+    max_step: :math:`s_{\max} > 0`, the largest step along the unit direction
+      (paper: :math:`10^{0.5} \approx 3.16`).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByPalState`, taking the gradients as ``updates``. Its
+    ``update`` takes ``value_fn`` (required: ``value_fn(params, **kwargs)``
+    returns the mini-batch loss), ``value`` (the loss at ``params``; one more
+    call of ``value_fn`` when omitted), ``grad`` (the gradient for the slope
+    :math:`b`, when ``updates`` were transformed before; defaults to
+    ``updates``) and keyword arguments for ``value_fn`` (e.g. the dropout key
+    of the gradient's pass).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -139,18 +176,22 @@ def pal(
     >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     >>> y = jnp.array([1.0, 2.0, 0.0])
     >>> opt = optax_ls.pal()
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
+    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn, x=x, y=y)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(10):
-    ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
-    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn, x=x, y=y)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w, x, y) < 0.05)
     True
 
   References:
     Mutschler, Zell, Parabolic Approximation Line Search for DNNs, NeurIPS
-    2020; Mutschler, PhD thesis, Sec. 4.4, Alg. 8.
+    2020, Alg. 1; Mutschler, Empirics-based Line Searches for Deep Learning,
+    PhD thesis, Tübingen 2022, Sec. 4.4, Alg. 8 and Eq. 4.3.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _pal_transformation("pal", -1.0, **locals())

@@ -20,8 +20,7 @@ call runs. This module holds that machinery, written once:
   from one group to the next (a batch-size schedule) and a call with a
   non-finite input can be left out;
 * tree helpers for the rest: :func:`accumulate`, :func:`store_or_keep`,
-  :func:`select_tree`, :func:`zeros_like` (the update of a measuring call) and
-  :func:`sum_of_squares`.
+  :func:`select_tree` and :func:`sum_of_squares`.
 
 Everything is traced once: the phase, the counters and the group size are
 arrays, so the jitted step compiles once and the branches of all phases are
@@ -50,22 +49,25 @@ How the methods map onto it:
   (updates with the fitted step, one per group of ``k`` calls); the last
   measuring call fits the parabola and moves to phase 1, the ``n_sgd``-th
   update moves back to phase 0; a failed fit restarts phase 0 or trains on.
-* GOLS-I: each trial is one call on a new batch. Phase 0 *start*: the gradient
-  fixes the direction ``d``, the call moves the weights to the first trial
-  ``w + eta d``. Phase 1 *trial*: the call sees the gradient at the trial
-  point, tests the sign of the directional derivative and either accepts
-  (next phase 0) or moves by ``(eta' - eta) d`` to the next trial (stays in
-  phase 1); ``clock.phase_calls`` bounds the number of trials. The carry holds
-  ``d``, ``eta`` and the initial directional derivative.
-* PLS: like GOLS-I, one evaluation per call at the current trial point; the
-  carry holds the Gaussian-process observations in fixed-size arrays (the
-  budget of 10 evaluations plus the start), filled at index
-  ``clock.phase_calls``, so that their shapes never change.
-* Efficient TLR: one phase; a :class:`Group` of ``p N`` calls is the window
-  over which the weight difference is accumulated, and the rate is updated
-  on the group's last call (``group_step`` reports it).
-* SGD-HD: one phase, no switch needed (a one-branch :func:`run_phase` is a
-  plain call); the carry holds the previous update direction.
+* GOLS-I (:mod:`optax_ls._gols`): each trial is one call on a new batch.
+  Phase 0 *start*: the direction of the call fixes the line ``d``, the call
+  moves the weights to the first trial ``w + lambda d``. Phase 1 *first
+  trial*: the call sees the gradient at the trial point and either accepts
+  (next phase 0) or moves by ``(lambda' - lambda) d`` to the next trial,
+  growing (phase 2) or shrinking (phase 3) the step; phases 2 and 3 go on
+  until the sign of the directional derivative changes or the step leaves
+  its bounds, which bounds the number of trials. The carry holds ``d``,
+  ``lambda`` and the initial directional derivative.
+* PLS (:mod:`optax_ls._pls`): like GOLS-I, one evaluation per call at the
+  current trial point (phase 0 *start*, phase 1 *trial*); the carry holds the
+  Gaussian-process observations in fixed-size arrays (``budget`` trials plus
+  the start at index 0), the ``n``-th trial filled at index
+  ``clock.phase_calls + 1``, so that their shapes never change.
+* Efficient TLR (:mod:`optax_ls._tlr`) and SGD-HD
+  (:mod:`optax_ls._hypergradient`) have a single phase and do not use this
+  module's clock: TLR counts the calls of its window in its own state (and
+  writes its buffers with :func:`store_or_keep`), SGD-HD carries the previous
+  update direction.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class Group(NamedTuple):
 
 
 def init_group(size: int = 1) -> Group:
+  """A :class:`Group` of ``size`` calls with nothing accumulated yet."""
   return Group(size=jnp.asarray(size, jnp.int32), done=jnp.zeros((), jnp.int32))
 
 
@@ -255,11 +258,6 @@ def store_or_keep(store: Array, new: Callable[[], Any], old: Any) -> Any:
 def select_tree(pred: Array, on_true: Any, on_false: Any) -> Any:
   """``on_true`` where the scalar ``pred`` holds, else ``on_false``, leaf by leaf."""
   return jax.tree.map(lambda a, b: jnp.where(pred, a.astype(b.dtype), b), on_true, on_false)
-
-
-def zeros_like(tree: Any) -> Any:
-  """Zeros in the shapes and dtypes of ``tree``: the update of a measuring call."""
-  return jax.tree.map(jnp.zeros_like, tree)
 
 
 def sum_of_squares(tree: Any, dtype: Any = jnp.float32) -> Array:

@@ -55,8 +55,10 @@ class ScaleByPlsState(NamedTuple):
       its point, 0 when it could not (non-finite inputs). int32.
     step_size: the scale ``alpha_0`` of the current search (the first trial
       of a search is ``w_0 + step_size * d``).
-    mean_step_size: running average of the accepted step sizes, used to
-      reset ``step_size`` (see :func:`scale_by_pls`).
+    mean_step_size: running average (weight 0.05) of the proposed next
+      ``step_size``, ``reset_factor`` times each accepted step, which replaces
+      a proposal more than 100 times larger or smaller than it (see
+      :func:`scale_by_pls`).
     accepted_step_size: the step size of the last accepted point (``t *
       step_size``; 0 before the first); for logging.
     extrapolation: the current extrapolation distance (in units of ``t``),
@@ -212,7 +214,7 @@ def scale_by_pls(
     them (one more forward-backward); ``per_example_loss_fn`` or
     ``value_variance``/``grad_variance`` (see *Noise*); other keyword
     arguments are routed to ``value_fn`` and ``per_example_loss_fn`` by
-    their signatures.
+    their signatures. Its state is a :class:`ScaleByPlsState`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -237,9 +239,10 @@ def scale_by_pls(
     True
 
   References:
-    Mahsereci, Hennig, Probabilistic line searches for stochastic
-    optimization, NeurIPS 2015 / JMLR 2017; Mutschler, PhD thesis,
-    Sec. 2.6.5 (Alg. 5).
+    Mahsereci, Hennig, Probabilistic Line Searches for Stochastic
+    Optimization, NeurIPS 2015 and JMLR 18(119), 2017; Mutschler,
+    Empirics-based Line Searches for Deep Learning, PhD thesis, Tübingen 2022,
+    Sec. 2.6.5, Alg. 5, Eq. 2.28-2.38.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _pls_transformation("scale_by_pls", 1.0, **locals())
@@ -258,14 +261,54 @@ def pls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""The probabilistic line search (PLS) along the negative gradient, taking gradients.
 
-  Each search runs along :math:`d = -g_0`, the negative gradient at its start;
-  every ``update`` call is one evaluation of the line on its mini-batch. The
-  same updates as ``optax.chain(optax.scale(-1), scale_by_pls(...))``, but
-  ``grad`` defaults to the incoming updates (so ``update(grads, state, params,
-  value=loss)`` suffices) and the state keeps the gradient, not a negated
-  copy. See :func:`scale_by_pls` for the algorithm, the noise estimates
-  (pass ``per_example_loss_fn``), the arguments (defaults are the paper's)
-  and the robustness rules.
+  Each search runs along :math:`w(t) = w_0 - t\,\alpha_0\, g_0`, the negative
+  gradient at its start; every ``update`` call is one evaluation of the line,
+  value :math:`y_i` and slope :math:`y'_i = -\langle g_i, g_0\rangle`, on its
+  own mini-batch. A Gaussian process with the integrated Wiener kernel
+  (:math:`\tau = 10`) over values and slopes models the full-batch loss along
+  the line (Eq. 2.28-2.35, a cubic spline in the mean). A point is accepted
+  when its probability of meeting the Wolfe conditions,
+
+  .. math::
+    p^W(t) = p\bigl(f(0) - f(t) + c_1 t f'(0) > 0,\ f'(t) - c_2 f'(0) > 0\bigr),
+
+  exceeds ``wolfe_threshold`` (Eq. 2.37-2.38); otherwise the next trial
+  maximises expected improvement times :math:`p^W` among the minima of the
+  posterior mean and one extrapolation point (Eq. 2.36), for at most
+  ``budget`` trials. The next search's :math:`\alpha_0` is ``reset_factor``
+  times the accepted step. The same updates as
+  ``optax.chain(optax.scale(-1), scale_by_pls(...))``, but ``grad`` defaults
+  to the incoming updates (so ``update(grads, state, params, value=loss)``
+  suffices) and the state keeps the gradient, not a negated copy. See
+  :func:`scale_by_pls` for the details, the noise estimates (pass
+  ``per_example_loss_fn``) and the robustness rules; the defaults are the
+  paper's.
+
+  Args:
+    init_step_size: :math:`\alpha_0` of the first search (the first trial is
+      :math:`w_0 - \alpha_0 g_0`; default 0.01).
+    c1: sufficient-decrease constant (paper 0.05).
+    c2: curvature constant (paper 0.8), ``c1 < c2 < 1``.
+    wolfe_threshold: :math:`c_W`, the Wolfe probability that accepts a point
+      (paper 0.3).
+    budget: trials per search (paper 10); a static Python int (it fixes the
+      state's array sizes).
+    reset_factor: the next :math:`\alpha_0` over the accepted step (1.3).
+    max_extrapolations: extrapolations per search (6, the reference code's).
+    min_step_size: lower bound of :math:`\alpha_0` (1e-8).
+    max_step_size: upper bound of :math:`\alpha_0` and of every trial step
+      (1e3).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByPlsState`, taking the gradients as ``updates``. Its
+    ``update`` takes ``value`` (the loss at ``params``; required unless
+    ``value_fn`` is given to compute it), ``grad`` (the gradient for the
+    slopes, when ``updates`` were transformed before; defaults to
+    ``updates``), ``per_example_loss_fn`` (``per_example_loss_fn(params,
+    **kwargs) -> [batch]``, for the noise estimates) or ``value_variance``
+    and ``grad_variance`` (see :func:`scale_by_pls`), ``value_fn`` (optional)
+    and keyword arguments for ``value_fn`` and ``per_example_loss_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -288,9 +331,10 @@ def pls(
     True
 
   References:
-    Mahsereci, Hennig, Probabilistic line searches for stochastic
-    optimization, NeurIPS 2015 / JMLR 2017; Mutschler, PhD thesis,
-    Sec. 2.6.5 (Alg. 5).
+    Mahsereci, Hennig, Probabilistic Line Searches for Stochastic
+    Optimization, NeurIPS 2015 and JMLR 18(119), 2017; Mutschler,
+    Empirics-based Line Searches for Deep Learning, PhD thesis, Tübingen 2022,
+    Sec. 2.6.5, Alg. 5, Eq. 2.28-2.38.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _pls_transformation("pls", -1.0, **locals())

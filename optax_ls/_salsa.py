@@ -297,15 +297,57 @@ def salsa(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with SaLSa, the stable Armijo line search adaptation, taking gradients.
 
-  The search direction is the negative mini-batch gradient, so that
-  :math:`s_k = \beta_3 s_{k-1} + (1-\beta_3)\|g_k\|^2` (Eq. 5) and the update
-  is :math:`-\eta g`. ``salsa(...)`` gives the same updates as
+  The search direction is the negative mini-batch gradient :math:`-g_k`. The
+  Armijo condition is smoothed over the mini-batches by exponential averages
+  of both its sides (Eq. 4-6),
+
+  .. math::
+    h_k &= \beta_3 h_{k-1} + (1 - \beta_3)\,(f_k(w_k) - f_k(w_k - \eta_k g_k)),\\
+    s_k &= \beta_3 s_{k-1} + (1 - \beta_3)\,\|g_k\|^2,\\
+    &\text{accept } \eta_k \text{ when } h_k \ge c\,\eta_k\,s_k,
+
+  where a search starts from :math:`\eta_{k-1}` times ``increase_factor``
+  (:math:`2^{1/500}`) and multiplies the step by ``decrease_factor`` until the
+  condition holds; the update is :math:`-\eta_k g_k`. With ``speed_up`` a
+  search runs only every :math:`L = \operatorname{clip}(\operatorname{round}(1
+  / (r - 1)), 1, L_{max})` updates, :math:`r` the ratio of the 0.9 and 0.99
+  averages of the accepted step sizes (Sec. III.D), and the updates between
+  searches reuse the last accepted step without evaluating the loss.
+  ``salsa(...)`` gives the same updates as
   ``optax.chain(optax.scale(-1), scale_by_salsa(...))`` but searches along the
   incoming gradient with negative steps, so that the negated gradient is never
-  written out; its state is a :class:`ScaleBySalsaState`. See
-  :func:`scale_by_salsa` for the criterion, the speed-up, the arguments, the
-  robustness guarantees and the differences from the authors' code; the
-  defaults are the paper's.
+  written out. See :func:`scale_by_salsa` for what enters the averages, the
+  warm-up of the speed-up, the robustness guarantees and the differences from
+  the authors' code; the defaults are the paper's (Sec. III.E).
+
+  Args:
+    init_step_size: the step size before the first search (default 1).
+    c: the sufficient decrease constant, in (0, 1) (paper: 0.3).
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1)
+      (paper: 0.99; 0 gives the plain Armijo condition).
+    decrease_factor: backtracking factor, in (0, 1) (paper: 0.9).
+    increase_factor: growth of the step size before each search, at least 1
+      (paper: :math:`2^{1/500}`).
+    speed_up: search only every :math:`L` updates (default True); False
+      searches at every update.
+    max_search_interval: :math:`L_{max}`, a positive integer (paper: 10).
+    max_backtracking_steps: the largest number of trials per search (100).
+    require_decrease: also require :math:`f_B(w - \eta g) \le f_B(w)` of an
+      accepted step (default False, as in the paper's experiments).
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size (1e3).
+    check_gradient: check the gradient on the updates that do not search too,
+      a zero update for a non-finite one (default True).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleBySalsaState`, taking the gradients as ``updates``. Its
+    ``update`` takes the keyword arguments ``value_fn`` (required:
+    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
+    loss at ``params``; one extra ``value_fn`` call on updates that search when
+    omitted), ``grad`` (the gradient for the slope, when ``updates`` were
+    transformed before; defaults to ``updates``) and any keyword arguments of
+    ``value_fn``, which are passed on to it.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -374,24 +416,33 @@ def adam_salsa(
   but not the moments).
 
   Args:
-    init_step_size: the step size before the first search.
-    c: the sufficient decrease constant, in (0, 1).
-    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1).
-    decrease_factor: backtracking factor, in (0, 1).
-    increase_factor: growth of the step size before each search, at least 1.
-    speed_up: search only every :math:`L` updates; False searches every update.
-    max_search_interval: :math:`L_{max}`, a positive integer.
-    max_backtracking_steps: the largest number of trials per search.
-    require_decrease: also require that an accepted step decreases the loss.
-    b1: Adam's first-moment decay, for the applied direction.
-    b2: Adam's second-moment decay.
-    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`.
-    min_step_size: the smallest step size tried.
-    max_step_size: the largest step size.
+    init_step_size: the step size before the first search (default 1).
+    c: the sufficient decrease constant, in (0, 1) (paper: 0.3).
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1)
+      (paper: 0.99).
+    decrease_factor: backtracking factor, in (0, 1) (paper: 0.9).
+    increase_factor: growth of the step size before each search, at least 1
+      (paper: :math:`2^{1/500}`).
+    speed_up: search only every :math:`L` updates (default True); False
+      searches every update.
+    max_search_interval: :math:`L_{max}`, a positive integer (paper: 10).
+    max_backtracking_steps: the largest number of trials per search (100).
+    require_decrease: also require that an accepted step decreases the loss
+      (default False).
+    b1: Adam's first-moment decay, for the applied direction (0.9).
+    b2: Adam's second-moment decay (0.999).
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}` (1e-8).
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size (1e3).
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose state is an
-    :class:`AdamSalsaState`.
+    An :class:`optax.GradientTransformationExtraArgs` with an
+    :class:`AdamSalsaState`, taking the gradients as ``updates``. Its
+    ``update`` takes the keyword arguments ``value_fn`` (required:
+    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
+    loss at ``params``; one extra ``value_fn`` call on updates that search when
+    omitted), ``grad`` (the gradient for the slope; defaults to ``updates``)
+    and any keyword arguments of ``value_fn``, which are passed on to it.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

@@ -155,7 +155,8 @@ def scale_by_sls(
     returns the mini-batch loss), ``value`` (the loss at ``params``; computed
     with one extra call of ``value_fn`` when omitted), ``grad`` (the gradient
     for the slope :math:`\langle g, d\rangle`; defaults to ``-updates``) and
-    any keyword arguments of ``value_fn``, which are passed on to it.
+    any keyword arguments of ``value_fn``, which are passed on to it. Its
+    state is a :class:`ScaleBySlsState`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -164,18 +165,24 @@ def scale_by_sls(
     >>> x = jnp.array([[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]])
     >>> y = jnp.array([1.0, 2.0, 0.0])
     >>> opt = optax.chain(optax.scale(-1.0), optax_ls.scale_by_sls(reset_option=0))
-    >>> w = jnp.zeros(2)
-    >>> state = opt.init(w)
-    >>> for _ in range(20):
+    >>> @jax.jit
+    ... def step(w, state):
     ...   loss, g = jax.value_and_grad(loss_fn)(w, x, y)
     ...   updates, state = opt.update(g, state, w, value=loss, grad=g,
     ...                               value_fn=loss_fn, x=x, y=y)
-    ...   w = optax.apply_updates(w, updates)
+    ...   return optax.apply_updates(w, updates), state
+    >>> w = jnp.zeros(2)
+    >>> state = opt.init(w)
+    >>> for _ in range(20):
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w, x, y) < 0.01)
     True
 
   References:
-    Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
+    Vaswani, Mishkin, Laradji, Schmidt, Gidel, Lacoste-Julien, Painless
+    Stochastic Gradient: Interpolation, Line-Search, and Convergence Rates,
+    NeurIPS 2019, Alg. 1 (backtracking) and Alg. 2 (reset); Mutschler, PhD
+    thesis, Tübingen 2022, Sec. 2.6.3, Alg. 3.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _sls_transformation("scale_by_sls", 1.0, **locals())
@@ -197,14 +204,53 @@ def sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with a stochastic Armijo line search (SLS), taking gradients.
 
-  The search direction is the negative mini-batch gradient and the Armijo
-  condition reads :math:`f_B(w - \eta g) \le f_B(w) - c\,\eta\,\|g\|^2`.
+  The search direction is the negative mini-batch gradient :math:`-g`. Before
+  each search the step size is reset (``reset_option``; the default 1 grows it,
+  :math:`\eta \leftarrow \eta_{t-1}\,\gamma^{1/n_b}` with :math:`n_b` =
+  ``n_batches_per_epoch``), then it backtracks,
+  :math:`\eta \leftarrow \beta_b\,\eta`, on the same mini-batch until the
+  Armijo condition
+
+  .. math::
+    f_B(w - \eta g) \le f_B(w) - c\,\eta\,\|g\|^2
+
+  holds, and the update is :math:`-\eta g` (Alg. 1-2 of the paper).
   ``sls(...)`` gives the same updates as
   ``optax.chain(optax.scale(-1), scale_by_sls(...))`` but searches along the
   incoming gradient with negative steps, so that the negated gradient is never
-  written out (one parameter-sized copy less per step); its state is a
-  :class:`ScaleBySlsState`. See :func:`scale_by_sls` for the reset rule, the
-  arguments and the robustness guarantees; defaults are the paper's.
+  written out (one parameter-sized copy less per step). See
+  :func:`scale_by_sls` for the reset options, the Goldstein variant, the
+  momentum and the robustness guarantees; defaults are the paper's.
+
+  Args:
+    init_step_size: first step size (``eta_max`` in the paper), default 1.
+    c: sufficient decrease constant, in (0, 1), default 0.1; below 0.5 for
+      Goldstein.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
+      (the default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
+      (restart from ``init_step_size``).
+    max_backtracking_steps: the largest number of trials per update (100).
+    line_search_fn: ``"armijo"`` (default) or ``"goldstein"``.
+    increase_factor: Goldstein's growth factor :math:`\beta_f` (> 1, default
+      2); unused by Armijo.
+    momentum: Polyak momentum in [0, 1) added to the searched step, or None
+      (default) for none.
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size; None (default) means 10 for
+      Goldstein (the reference ``eta_max``) and 1e3 for Armijo.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleBySlsState`, taking the gradients as ``updates``. Its
+    ``update`` takes the keyword arguments ``value_fn`` (required:
+    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
+    loss at ``params``; one extra ``value_fn`` call when omitted), ``grad``
+    (the gradient for the slope, when ``updates`` were transformed before;
+    defaults to ``updates``) and any keyword arguments of ``value_fn``, which
+    are passed on to it.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -222,7 +268,10 @@ def sls(
     True
 
   References:
-    Vaswani et al., Painless Stochastic Gradient, NeurIPS 2019, Alg. 1-2.
+    Vaswani, Mishkin, Laradji, Schmidt, Gidel, Lacoste-Julien, Painless
+    Stochastic Gradient: Interpolation, Line-Search, and Convergence Rates,
+    NeurIPS 2019, Alg. 1 (backtracking) and Alg. 2 (reset); Mutschler, PhD
+    thesis, Tübingen 2022, Sec. 2.6.3, Alg. 3.
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _sls_transformation("sls", -1.0, **locals())
@@ -264,33 +313,44 @@ def adam_sls(
   guarantees are those of :func:`scale_by_sls`.
 
   Args:
-    init_step_size: first step size.
-    c: sufficient decrease constant, in (0, 1).
-    decrease_factor: backtracking factor, in (0, 1).
-    gamma: growth factor per epoch of ``reset_option=1``.
-    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch) or 2 (restart).
-    max_backtracking_steps: the largest number of trials per update.
-    b1: Adam's first-moment decay, for the applied direction.
-    b2: Adam's second-moment decay.
-    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`.
-    min_step_size: the smallest step size tried.
-    max_step_size: the largest step size.
+    init_step_size: first step size (default 1).
+    c: sufficient decrease constant, in (0, 1) (default 0.1).
+    decrease_factor: backtracking factor, in (0, 1) (default 0.9).
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
+      (the default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
+      (restart from ``init_step_size``).
+    max_backtracking_steps: the largest number of trials per update (100).
+    b1: Adam's first-moment decay, for the applied direction (0.9).
+    b2: Adam's second-moment decay (0.999).
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}` (1e-8).
+    min_step_size: the smallest step size tried (1e-8).
+    max_step_size: the largest step size (1e3).
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`.
+    An :class:`optax.GradientTransformationExtraArgs` with an
+    :class:`AdamSlsState`, taking the gradients as ``updates``. Its ``update``
+    takes the keyword arguments ``value_fn`` (required:
+    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
+    loss at ``params``; one extra ``value_fn`` call when omitted), ``grad``
+    (the gradient for the slope; defaults to ``updates``) and any keyword
+    arguments of ``value_fn``, which are passed on to it.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> def loss_fn(w):
     ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
     >>> opt = optax_ls.adam_sls(reset_option=0)
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   loss, g = jax.value_and_grad(loss_fn)(w)
+    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(50):
-    ...   loss, g = jax.value_and_grad(loss_fn)(w)
-    ...   updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w) < loss_fn(jnp.zeros(2)))
     True
 

@@ -158,16 +158,20 @@ def scale_by_tlr(
     ...   return jnp.sum(jnp.array([1.0, 10.0]) * (w - 1.0) ** 2)
     >>> tlr = optax_ls.scale_by_tlr(window=1, init_learning_rate=1e-3)
     >>> opt = optax.chain(optax.scale(-1.0), tlr)
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(100):
-    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w) < 1e-3), float(optax.tree.get(state, "learning_rate")) > 1e-3
     (True, True)
 
   References:
-    Trainable Learning Rate (seed 004), Alg. 1-2, Eq. 7-10, App. D.2.
+    Anonymous, Trainable Learning Rate, under double-blind review (seed 004),
+    Sec. 3-4, Alg. 1-2, Eq. 7-10, App. D.2 (per layer).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _tlr_transformation("scale_by_tlr", 1.0, **locals())
@@ -187,27 +191,72 @@ def tlr(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with a trainable learning rate (the paper's ``sgd_tlr``), taking gradients.
 
-  The same updates as ``optax.chain(optax.scale(-1), scale_by_tlr(...))``
-  (the direction is the negative gradient) without writing out the negated
-  gradient; its state is a :class:`ScaleByTlrState`. See :func:`scale_by_tlr`
-  for the rule, the arguments and the robustness guarantees. With
-  ``per_layer=True`` it is the paper's ``sgd_tlr_pl``.
+  The update is :math:`-\alpha_{t+1} g_t`, the learning rate trained on the
+  loss after the step, :math:`L(w - \alpha g)`. The efficient variant
+  (Alg. 2, Eq. 7-9) takes a bounded Newton step from consecutive gradients
+  alone,
+
+  .. math::
+    \alpha_{t+1} = \alpha_t \Big(1 + \frac{\langle g_t, g_{t-1}\rangle}
+      {\max(4\langle g_t, g_t - g_{t-1}\rangle,\ \langle g_t, g_{t-1}\rangle / c)}\Big),
+
+  where, with mini-batches (Sec. 4, Eq. 10), :math:`g_t` is the gradient
+  summed over a window of ``round(p * n_batches_per_epoch)`` calls and the
+  rate changes once per window. The naive variant (Alg. 1) runs gradient
+  descent on the rate, :math:`\alpha_{t+1} = \alpha_t + \eta\,\langle
+  \nabla L(w_t - \alpha_t g_t), g_t\rangle`, with one more forward-backward
+  pass per call. The same updates as
+  ``optax.chain(optax.scale(-1), scale_by_tlr(...))`` without writing out the
+  negated gradient. See :func:`scale_by_tlr` for the derivatives, the
+  per-layer rates and the robustness guarantees. With ``per_layer=True`` it
+  is the paper's ``sgd_tlr_pl``.
+
+  Args:
+    init_learning_rate: the initial rate :math:`\alpha_0` (default 0.1).
+    n_batches_per_epoch: mini-batches per epoch, :math:`N`; the efficient
+      variant's window is ``max(1, round(p * n_batches_per_epoch))`` calls.
+    p: the window as a fraction of an epoch (default 0.33, the paper's).
+    window: the window in calls, instead of ``n_batches_per_epoch`` and ``p``
+      (``1``: the rate changes at every call); the efficient variant needs
+      one of the two (default None).
+    c: the bound :math:`\alpha_{t+1} \le (1+c)\alpha_t` of Eq. 9 (default
+      0.25, the paper's 1/4).
+    variant: ``"efficient"`` (default, Alg. 2) or ``"naive"`` (Alg. 1).
+    eta: the naive variant's meta step :math:`\eta` (default 0.01; unused by
+      the efficient variant).
+    per_layer: ``False`` (default: one rate), ``True`` / ``"tensor"`` (one per
+      tensor) or ``"layer"`` (one per parent node of the parameter tree).
+    min_learning_rate: the smallest rate (positive, default 1e-8).
+    max_learning_rate: the largest rate (default 1e3).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with a
+    :class:`ScaleByTlrState`, taking the gradients as ``updates``. The
+    efficient variant's ``update`` needs no keyword argument (``value`` is
+    only checked to be finite; ``value_fn`` and ``grad`` are ignored); the
+    naive variant's needs ``params`` and ``value_fn(params, **kwargs)`` (the
+    mini-batch loss), and further keyword arguments are passed on to
+    ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
     >>> def loss_fn(w):
     ...   return jnp.sum((w - jnp.array([1.0, -2.0])) ** 2)
     >>> opt = optax_ls.tlr(n_batches_per_epoch=3)   # window of round(0.33 * 3) = 1 call
+    >>> @jax.jit
+    ... def step(w, state):
+    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
+    ...   return optax.apply_updates(w, updates), state
     >>> w = jnp.zeros(2)
     >>> state = opt.init(w)
     >>> for _ in range(30):
-    ...   updates, state = opt.update(jax.grad(loss_fn)(w), state, w)
-    ...   w = optax.apply_updates(w, updates)
+    ...   w, state = step(w, state)
     >>> bool(loss_fn(w) < 1e-4)
     True
 
   References:
-    Trainable Learning Rate (seed 004), Alg. 2, Sec. 4.
+    Anonymous, Trainable Learning Rate, under double-blind review (seed 004),
+    Sec. 3-4, Alg. 1-2, Eq. 7-10, App. D.2 (per layer).
   """
   # Every argument of this function is a hyperparameter of the transformation.
   return _tlr_transformation("tlr", -1.0, **locals())

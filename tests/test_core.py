@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,3 +87,11 @@ def test_goldstein_rule_grows_short_steps_and_accepts_at_the_bound():
   # Too long (no sufficient decrease): shrink.
   accept, next_eta, decrease = rule(jnp.float32(1.0), jnp.float32(0.5))
   assert not bool(accept) and not bool(decrease) and float(next_eta) == 0.5
+
+
+def test_fewer_than_one_trial_is_rejected_before_tracing():
+  with pytest.raises(ValueError, match="max_evals must be at least 1"):
+    _core.backtracking_search(
+        lambda eta: eta, _core.armijo_rule(0.0, -1.0, C, BETA), 1.0,
+        max_evals=0, min_step_size=MIN_STEP, max_step_size=MAX_STEP,
+    )

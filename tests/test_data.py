@@ -8,7 +8,6 @@ checked against a NumPy float64 recomputation.
 from __future__ import annotations
 
 import dataclasses
-import doctest
 import os
 import pathlib
 
@@ -404,10 +403,6 @@ def test_steps_per_epoch():
   assert data.steps_per_epoch(10, 3) == 3
   assert data.steps_per_epoch(10, 3, drop_remainder=False) == 4
   assert data.steps_per_epoch(9, 3, drop_remainder=False) == 3
-
-
-def test_docstring_examples_run():
-  assert doctest.testmod(data).failed == 0
 
 
 def test_data_spec_is_frozen():

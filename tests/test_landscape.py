@@ -1,5 +1,6 @@
 """The line-landscape analysis (optax_ls.landscape): measurement, analysis, recording, command."""
 
+import dataclasses
 import json
 import os
 
@@ -325,3 +326,18 @@ def test_command_rejects_bad_settings(capsys):
   assert "every" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     main(["--optimizer", "sgd,adam"])
+
+
+def test_record_says_when_the_epochs_end_the_run_before_max_steps(capsys):
+  import re
+
+  from train.config import get_config
+
+  config = dataclasses.replace(get_config("digits_mlp"), epochs=1, batch_size=256, max_steps=50)
+  config = dataclasses.replace(config, optimizers=config.optimizers[1:])  # SGD only
+  settings = landscape.Settings(every=2, examples=256, resolution=0.25)
+  lines = landscape.record(config, settings)
+  match = re.search(r"max_steps 50 exceeds the run's 1 epochs of (\d+) steps: it stops after "
+                    r"(\d+)", capsys.readouterr().out)
+  assert match and match.group(1) == match.group(2)
+  assert [line.step for line in lines] == list(range(0, int(match.group(2)), 2))

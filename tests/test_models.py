@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import doctest
 import functools
 import math
 
@@ -15,7 +14,6 @@ import numpy as np
 import optax
 import pytest
 
-import models
 from models import (
   MODEL_NAMES,
   count_params,
@@ -464,8 +462,3 @@ def test_registry_names_and_unknown_name():
 def test_invalid_attributes_raise_value_error_naming_them(name, kwargs, argument):
   with pytest.raises(ValueError, match=argument):
     get_model(name, **kwargs)
-
-
-def test_docstring_examples():
-  for module in (models, mlp, resnet, wrn, densenet, mobilenetv2):
-    assert doctest.testmod(module).failed == 0, module.__name__

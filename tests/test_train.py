@@ -24,7 +24,7 @@ from train.__main__ import main
 from train.config import CONFIGS, Config, apply_override, get_config, parse_args
 from train.optimizers import OPTIMIZERS, OptimizerConfig, make_optimizer
 from train.report import CURVES_FILE, METRICS_FILE
-from train.train import _find, compiled_steps, init_variables, make_mesh, run, train_one
+from train.train import compiled_steps, find_in_state, init_variables, make_mesh, run, train_one
 
 EPOCHS = 2
 
@@ -193,7 +193,7 @@ def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
   rates = []
   for _ in range(100):
     _, state = built.tx.update({"w": jnp.ones(3)}, state, params)
-    rates.append(float(_find(state, "learning_rate")))
+    rates.append(float(find_in_state(state, "learning_rate")))
   np.testing.assert_allclose(rates[:50], 0.1, rtol=1e-6)
   np.testing.assert_allclose(rates[50:75], 0.01, rtol=1e-5)
   np.testing.assert_allclose(rates[75:], 0.001, rtol=1e-5)
@@ -331,3 +331,52 @@ def test_resume_without_checkpoint_starts_fresh(npz, tmp_path):
 def test_config_dataclass_is_frozen():
   with pytest.raises(dataclasses.FrozenInstanceError):
     Config().epochs = 3  # type: ignore[misc]
+
+
+def test_an_argument_no_optimizer_takes_fails_before_any_trains(monkeypatch):
+  import train.train as train_module
+
+  def never(*args, **kwargs):
+    raise AssertionError("an optimizer trained before every optimizer's arguments were checked")
+
+  monkeypatch.setattr(train_module, "train_one", never)
+  config = apply_override(
+      dataclasses.replace(get_config("digits_mlp"), optimizers=(OptimizerConfig("sls"),
+                                                                OptimizerConfig("adam"))),
+      "opt.kwargs.c=0.5",
+  )
+  with pytest.raises(TypeError, match="optimizer 'adam'"):
+    run(config, verbose=False)
+
+
+def test_sgd_takes_its_factory_arguments():
+  built = make_optimizer(OptimizerConfig("sgd", momentum=0.9, kwargs={"nesterov": True}),
+                         steps_per_epoch=1, total_steps=4)
+  params, grads = jnp.ones(2), jnp.ones(2)
+  state = built.tx.init(params)
+  updates, _ = built.tx.update(grads, state, params)
+  # Nesterov's first update is -lr (1 + momentum) g; plain heavy ball's is -lr g.
+  np.testing.assert_allclose(updates, -0.1 * 1.9 * np.ones(2), rtol=1e-6)
+
+
+def test_a_fresh_run_refuses_an_earlier_runs_checkpoints(npz, tmp_path, monkeypatch):
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  _steps(npz, mesh, "sgd", 4, tmp_path, checkpoint_every=2)
+  # Orbax would skip this run's saves at steps 2 and 4 (not after the latest, 4), and a later
+  # --resume would continue the earlier run: refused.
+  with pytest.raises(ValueError, match="holds checkpoints of an earlier run.*--resume"):
+    _steps(npz, mesh, "sgd", 4, tmp_path, checkpoint_every=2)
+  state, _ = _steps(npz, mesh, "sgd", 6, tmp_path, checkpoint_every=2, resume=True)
+  assert int(state.step) == 6
+  # run() checks every optimizer's directory before the first one trains.
+  import train.train as train_module
+
+  def never(*args, **kwargs):
+    raise AssertionError("an optimizer trained before the checkpoint directories were checked")
+
+  monkeypatch.setattr(train_module, "train_one", never)
+  config = Config(dataset=f"npz:{npz}", model="mlp", model_kwargs={"features": (8,)},
+                  optimizers=(OptimizerConfig("sls"), OptimizerConfig("sgd")), epochs=1,
+                  batch_size=16, checkpoint_every=2, out=str(tmp_path))
+  with pytest.raises(ValueError, match="checkpoints/sgd holds checkpoints"):
+    run(config, verbose=False)

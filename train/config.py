@@ -5,7 +5,7 @@
 overridden::
 
   python -m train --config cifar10_resnet20_subset --epochs 3 --optimizer sls \\
-      --set batch_size=64 --set model.dropout_rate=0.1 --set opt.kwargs.c=0.5
+      --set batch_size=64 --set model.zero_init_residual=True --set opt.kwargs.c=0.5
 
 ``--set`` takes ``FIELD=VALUE`` for a :class:`Config` field, ``model.KEY=VALUE``
 for a model argument, ``opt.FIELD=VALUE`` for a field of every optimizer of the
@@ -128,7 +128,8 @@ def mnist_mlp() -> Config:
   """MNIST, MLP with one hidden layer of 1000 (seed 004's MNIST+MLP), TLR-paper protocol.
 
   Batch 256, 80 epochs; SGD with the step schedule (lr 0.1, /10 at 50% and 75%)
-  against SLS.
+  against SLS. The paper's SGD also has momentum 0.8 and weight decay 5e-4 (App. D),
+  left out here.
   """
   return Config(
       name="mnist_mlp",
@@ -174,7 +175,8 @@ def cifar10_resnet20_subset() -> Config:
 
 
 def _cifar(dataset: str, model: str, model_kwargs: dict[str, Any] | None = None) -> Config:
-  """Seed 000's CIFAR protocol: batch 128, 200 epochs; SLS against Adam (1e-3) and SGD+momentum."""
+  """Seed 000's CIFAR setting (after Vaswani et al. 2019): batch 128, 200 epochs; SLS against
+  Adam (1e-3) and the common SGD+momentum recipe (not seed 000's baselines, see get_config)."""
   return Config(
       name=f"{dataset}_{model}",
       dataset=dataset,
@@ -209,7 +211,10 @@ def cifar10_densenet121() -> Config:
 
 
 def cifar100_wrn16_4() -> Config:
-  """WRN-16-4 on CIFAR-100, seed 004's protocol: batch 256, 80 epochs, SGD step schedule vs SLS."""
+  """WRN-16-4 on CIFAR-100, seed 004's protocol: batch 256, 80 epochs, SGD step schedule vs SLS.
+
+  The paper's SGD also has momentum 0.8 and weight decay 5e-4 (App. D), left out here.
+  """
   return dataclasses.replace(
       _cifar("cifar100", "wrn16_4"),
       optimizers=(
@@ -224,8 +229,9 @@ def cifar100_wrn16_4() -> Config:
 def imagenet_resnet50() -> Config:
   """ResNet-50 on ImageNet (tfds ``imagenet2012``, prepared by hand): SGD+momentum vs SLS.
 
-  Batch 256, 90 epochs, SGD lr 0.1 momentum 0.9 with the step schedule and
-  weight decay 1e-4 (the standard protocol).
+  Batch 256, 90 epochs, SGD lr 0.1 momentum 0.9 and weight decay 1e-4 (the
+  standard hyperparameters) with the harness's step schedule (/10 at 50% and 75%,
+  not the usual epochs 30, 60 and 80).
   """
   return Config(
       name="imagenet_resnet50",
@@ -262,7 +268,48 @@ CONFIGS: dict[str, Callable[[], Config]] = {
 
 
 def get_config(name: str) -> Config:
-  """The configuration registered under ``name`` (see :data:`CONFIGS`)."""
+  """The configuration registered under ``name`` (see :data:`CONFIGS`): a paper's experiment.
+
+  A fresh :class:`Config` (frozen: change it with :func:`dataclasses.replace`). The protocols:
+
+  * ``digits_mlp``: the embedded default, an MLP (128 hidden) on scikit-learn's digits, SLS
+    against SGD 0.1; batch 32, 20 epochs.
+  * ``mnist_mlp``, ``cifar100_wrn16_4``: the TLR paper's settings (seed 004, Sec. 5 and
+    App. D): MNIST with an MLP of one hidden layer of 1000, CIFAR-100 with WRN-16-4; batch 256,
+    80 epochs, SGD at 0.1 with the multistep schedule (divided by 10 at 50% and 75% of the run)
+    against SLS. The paper's SGD runs also use momentum 0.8 and weight decay 5e-4, which these
+    configurations leave out (add them with ``opt.momentum``, ``opt.weight_decay``).
+  * ``cifar10_resnet34``, ``cifar100_resnet34``, ``cifar10_densenet121``: the CIFAR setting of
+    the SLS paper (Vaswani et al. 2019) as the accuracy-based line search (seed 000, Sec. 6)
+    repeats it: ResNet-34 on CIFAR-10/100, DenseNet-121 added, crop-and-flip augmentation,
+    batch 128, 200 epochs. SLS runs with ``optax_ls.sls``'s defaults (the paper's). The
+    baselines are Adam at a constant 1e-3 and SGD 0.1 with momentum 0.9, the multistep
+    schedule and weight decay 5e-4, the common CIFAR recipe; seed 000's own baselines differ
+    (Adam warmed up and cosine-annealed, SGD 0.1 without momentum, divided by 10 at epochs
+    60, 120 and 160).
+  * ``mnist_subset_mlp``, ``cifar10_resnet20_subset``: short runs on the real subsets in
+    :data:`SHARED_DATA` (ResNet-20 on about 9% of CIFAR-10, as seed 003 trains on 8%).
+  * ``imagenet_resnet50``: ResNet-50 on ImageNet with the common hyperparameters (He et al.
+    2016, Goyal et al. 2017: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 256, 90 epochs)
+    against SLS; the rate follows the harness's multistep schedule (divided by 10 at 50% and
+    75%, epochs 45 and 67), not the usual drops at epochs 30, 60 and 80.
+
+  Args:
+    name: a key of :data:`CONFIGS`.
+
+  Returns:
+    The configuration, not yet validated against the data (see :meth:`Config.validate`).
+
+  Raises:
+    ValueError: if no configuration is registered under ``name``.
+
+  Example:
+    >>> config = get_config("cifar10_resnet34")
+    >>> config.model, config.batch_size, config.epochs, [o.name for o in config.optimizers]
+    ('resnet34', 128, 200, ['sls', 'adam', 'sgd'])
+    >>> get_config("digits_mlp") == Config()
+    True
+  """
   try:
     return CONFIGS[name]()
   except KeyError:
@@ -279,10 +326,32 @@ def _literal(text: str) -> Any:
 def apply_override(config: Config, assignment: str) -> Config:
   """Returns ``config`` with one ``KEY=VALUE`` assignment of ``--set`` applied.
 
+  ``VALUE`` is read as a Python literal (:func:`ast.literal_eval`), and taken as a
+  string when it is not one; its type is not checked here (:meth:`Config.validate`
+  checks some fields).
+
+  Args:
+    config: the configuration to change (not modified: it is frozen).
+    assignment: ``KEY=VALUE``, where ``KEY`` is a :class:`Config` field other than
+      ``optimizers``, ``model.KEY`` (an argument of the model, added to
+      ``model_kwargs``), ``opt.FIELD`` (a field of every
+      :class:`train.optimizers.OptimizerConfig` of the run, other than ``name`` and
+      ``kwargs``) or ``opt.kwargs.KEY`` (a keyword argument of every optimizer's
+      factory).
+
+  Returns:
+    A new :class:`Config`, not validated.
+
+  Raises:
+    ValueError: for an ``assignment`` without ``=`` or with an empty or unknown ``KEY``.
+
   Example:
     >>> c = apply_override(Config(), "opt.kwargs.c=0.5")
     >>> [o.kwargs for o in c.optimizers]
     [{'c': 0.5}, {'c': 0.5}]
+    >>> c = apply_override(apply_override(c, "epochs=3"), "model.features=(64, 64)")
+    >>> c.epochs, c.model_kwargs, apply_override(c, "out=runs/a").out
+    (3, {'features': (64, 64)}, 'runs/a')
   """
   key, sep, text = assignment.partition("=")
   if not sep or not key:
@@ -333,7 +402,27 @@ _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
 def positive_float(text: str) -> float:
-  """An ``argparse`` type: a positive finite float."""
+  """An ``argparse`` type: a positive finite float.
+
+  Args:
+    text: the argument's text on the command line.
+
+  Returns:
+    The number, a float ``x`` with ``0 < x < inf``.
+
+  Raises:
+    argparse.ArgumentTypeError: for text that is not a number, or a number that is
+      not positive and finite (zero, negative, ``inf``, ``nan``); argparse reports
+      it as a usage error.
+
+  Example:
+    >>> positive_float("1e-3")
+    0.001
+    >>> positive_float("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive finite number, got '0'
+  """
   try:
     value = float(text)
   except ValueError:
@@ -344,7 +433,24 @@ def positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The command line of ``python -m train``."""
+  """The command line of ``python -m train``.
+
+  Options: ``--config``, ``--optimizer``, ``--lr``, ``--epochs``, ``--batch-size``,
+  ``--max-steps``, ``--seed``, ``--dataset``, ``--data-dir``, ``--model``, ``--out``,
+  ``--checkpoint-every``, ``--resume`` and ``--set`` (repeatable); :func:`parse_args`
+  documents what each does. Commands that extend the harness's command line add
+  their own arguments to it and then call :func:`config_from_args`.
+
+  Returns:
+    A new ``argparse.ArgumentParser``. In the namespace it parses, an option not
+    given is None, but for ``--config`` (``digits_mlp``), ``--resume`` (False) and
+    ``--set`` (an empty list).
+
+  Example:
+    >>> args = build_parser().parse_args(["--config", "mnist_mlp", "--lr", "0.05"])
+    >>> args.config, args.lr, args.epochs, args.resume, args.set
+    ('mnist_mlp', 0.05, None, False, [])
+  """
   parser = argparse.ArgumentParser(
       prog="python -m train",
       description=(
@@ -380,7 +486,30 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> Config:
   """Parses the command line ``argv`` (``sys.argv[1:]`` when None) into a :class:`Config`.
 
-  Bad arguments exit with argparse's usage message and the reason.
+  Starts from ``--config NAME`` (:func:`get_config`, ``digits_mlp`` by default), then applies
+  ``--optimizer`` (each named optimizer with its defaults), ``--lr`` (every optimizer's
+  ``learning_rate``), the plain options (``--epochs``, ``--batch-size``, ``--max-steps``,
+  ``--seed``, ``--dataset``, ``--data-dir``, ``--model``, ``--out``, ``--checkpoint-every``,
+  ``--resume``) and last the ``--set KEY=VALUE`` overrides in order (see the module docstring).
+  A ``--model`` other than the configuration's starts its arguments empty.
+
+  Args:
+    argv: the arguments, without the program name; None reads ``sys.argv[1:]``.
+
+  Returns:
+    The validated configuration (:meth:`Config.validate`).
+
+  Raises:
+    SystemExit: for bad arguments, after argparse's usage message and the reason (exit code 2),
+      or after ``--help``.
+
+  Example:
+    >>> config = parse_args(["--config", "mnist_subset_mlp", "--epochs", "3",
+    ...                      "--set", "opt.momentum=0.9", "--set", "model.features=(64,)"])
+    >>> config.name, config.epochs, config.model_kwargs, [o.momentum for o in config.optimizers]
+    ('mnist_subset_mlp', 3, {'features': (64,)}, [0.9, 0.9])
+    >>> parse_args([]) == get_config("digits_mlp")
+    True
   """
   parser = build_parser()
   return config_from_args(parser.parse_args(argv), parser)
@@ -389,9 +518,29 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Config:
   """The :class:`Config` that the arguments of :func:`build_parser` (parsed by ``parser``) ask for.
 
-  Bad values exit through ``parser.error`` with the reason. Commands that extend
-  the harness's command line (``python -m optax_ls.landscape``) add their own
-  arguments to :func:`build_parser` and call this.
+  Applies the options in the order :func:`parse_args` describes. Bad values exit
+  through ``parser.error`` with the reason. Commands that extend the harness's
+  command line (``python -m optax_ls.landscape``) add their own arguments to
+  :func:`build_parser` and call this.
+
+  Args:
+    args: the namespace ``parser.parse_args`` returned; it must hold every option of
+      :func:`build_parser` (extra ones are ignored).
+    parser: the parser that parsed ``args``, whose ``error`` reports bad values.
+
+  Returns:
+    The validated configuration (:meth:`Config.validate`).
+
+  Raises:
+    SystemExit: through ``parser.error`` (exit code 2, after the usage message) for an
+      unknown optimizer, a bad ``--set`` or a configuration that does not validate.
+
+  Example:
+    >>> parser = build_parser()
+    >>> args = parser.parse_args(["--optimizer", "sls,sgd", "--lr", "0.05", "--epochs", "2"])
+    >>> config = config_from_args(args, parser)
+    >>> config.epochs, [(o.name, o.learning_rate) for o in config.optimizers]
+    (2, [('sls', 0.05), ('sgd', 0.05)])
   """
   config = get_config(args.config)
   if args.optimizer:

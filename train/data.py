@@ -244,6 +244,21 @@ def load(
 def steps_per_epoch(num_examples: int, batch_size: int, *, drop_remainder: bool = True) -> int:
   """The number of mini-batches :func:`batches` yields in one epoch.
 
+  ``floor(n / B)`` when the last partial batch is dropped, otherwise ``ceil(n / B)``,
+  for ``n`` examples in batches of ``B``.
+
+  Args:
+    num_examples: the number of examples ``n`` in the split.
+    batch_size: the number of examples per batch ``B``.
+    drop_remainder: whether the last partial batch is dropped (as :func:`batches`
+      does by default).
+
+  Returns:
+    The number of batches per epoch.
+
+  Raises:
+    ValueError: if ``batch_size`` is less than 1.
+
   Example:
     >>> steps_per_epoch(10, 4), steps_per_epoch(10, 4, drop_remainder=False)
     (2, 3)
@@ -268,11 +283,13 @@ def batches(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields the shuffled, normalised (and possibly augmented) mini-batches of one epoch.
 
-  The order is a permutation drawn from ``(seed, epoch)``; the augmentation of
-  batch ``i`` (crop offsets and flips, see :class:`DataSpec`) is drawn from a
-  generator seeded with ``(seed, epoch, i)``. So the batches depend only on
+  The order is a permutation drawn from ``np.random.default_rng([seed, epoch])``;
+  the augmentation of batch ``i`` (crop offsets and flips, see :class:`DataSpec`)
+  is drawn from a generator seeded with ``[seed, epoch, i, 1]`` (the trailing 1
+  keeps it apart from the permutation's stream). So the batches depend only on
   ``(seed, epoch)``, and ``start_batch`` resumes an epoch exactly: the batches
-  before it are skipped without being read.
+  before it are skipped without being read. The arguments are checked when
+  :func:`batches` is called; the batches are read as the iterator is consumed.
 
   Args:
     source: the training split.
@@ -285,14 +302,24 @@ def batches(
       ``batch_size`` examples, so one compiled train step serves them all).
     start_batch: the index of the first batch to yield.
 
-  Yields:
-    ``(x, y)``: float32 images ``[batch, *spec.image_shape]`` and int32 labels.
+  Returns:
+    An iterator over the epoch's batches ``(x, y)`` from index ``start_batch`` on
+    (:func:`steps_per_epoch` batches make the whole epoch): float32 images
+    ``[batch, *spec.image_shape]`` and int32 labels ``[batch]``, ``batch`` being
+    ``batch_size`` (but for a last partial batch when ``drop_remainder`` is False).
+
+  Raises:
+    ValueError: if ``batch_size`` is less than 1, ``start_batch`` lies outside
+      ``[0, steps_per_epoch]`` or ``seed`` or ``epoch`` is negative.
 
   Example:
     >>> train, _, spec = load("digits")
     >>> x, y = next(batches(train, spec, batch_size=32, seed=0, epoch=0, augment=False))
     >>> x.shape, x.dtype, y.shape, y.dtype
     ((32, 8, 8, 1), dtype('float32'), (32,), dtype('int32'))
+    >>> rest = batches(train, spec, batch_size=32, seed=0, epoch=0, augment=True, start_batch=48)
+    >>> steps_per_epoch(len(train), 32), len(list(rest))
+    (50, 2)
   """
   num_steps = steps_per_epoch(len(source), batch_size, drop_remainder=drop_remainder)
   if not 0 <= start_batch <= num_steps:
@@ -316,9 +343,13 @@ def eval_batches(
     spec: the data set's :class:`DataSpec`.
     batch_size: the number of examples per batch.
 
-  Yields:
-    ``(x, y, mask)``: float32 images ``[batch_size, *spec.image_shape]``, int32
-    labels ``[batch_size]`` and a bool mask ``[batch_size]``.
+  Returns:
+    An iterator over the ``ceil(len(source) / batch_size)`` batches ``(x, y, mask)``:
+    float32 images ``[batch_size, *spec.image_shape]``, int32 labels
+    ``[batch_size]`` and a bool mask ``[batch_size]``.
+
+  Raises:
+    ValueError: if ``batch_size`` is less than 1.
 
   Example:
     >>> _, test, spec = load("digits")

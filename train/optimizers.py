@@ -32,21 +32,38 @@ SCHEDULES = ("constant", "step", "cosine")
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """One optimizer of a run.
+  r"""One optimizer of a run.
+
+  ``learning_rate``, ``schedule`` and ``warmup_steps`` make the learning-rate schedule
+  :math:`\eta_t` of ``sgd``, ``adam`` and ``adamw`` (the other entries of :data:`OPTIMIZERS`
+  ignore them). With peak rate :math:`\eta`, :math:`W` warm-up steps and :math:`T` the run's
+  total steps, :math:`\eta_t = \eta\, t / W` for :math:`t < W`, then with
+  :math:`s = t - W`:
+
+  * ``constant``: :math:`\eta_t = \eta`;
+  * ``step``: :math:`\eta_t = \eta \cdot 0.1^{[s \ge \lfloor T/2 \rfloor] +
+    [s \ge \lfloor 3T/4 \rfloor]}` (divided by 10 at 50% and 75% of the run, the TLR paper's
+    multistep baseline; the boundaries count from the end of the warm-up);
+  * ``cosine``: :math:`\eta_t = \tfrac{\eta}{2} (1 + \cos(\pi s / (T - W)))`, zero at the
+    end of the run.
 
   Attributes:
     name: a key of :data:`OPTIMIZERS`.
-    learning_rate: the peak learning rate of the baselines (unused by the line
-      searches, which find their own; pass ``init_step_size`` in ``kwargs``).
+    learning_rate: the peak learning rate :math:`\eta` of ``sgd``, ``adam`` and ``adamw``
+      (unused by the line searches, which find their own; pass ``init_step_size`` in
+      ``kwargs``, and by the other baselines).
     momentum: SGD's heavy-ball momentum (0 for none).
     schedule: the baselines' schedule: ``constant``, ``step`` (divide by 10 at
       50% and 75% of the run, the papers' piece-wise constant schedule) or
       ``cosine`` (to zero at the end of the run).
     warmup_steps: linear warm-up of the baselines' learning rate from 0.
-    weight_decay: L2 regularisation ``weight_decay/2 * ||w||^2`` added to the
-      training objective (so that a line search's ``value_fn`` and the
-      gradient agree); decoupled weight decay for ``adamw``; 0 for none.
-    kwargs: further keyword arguments of the factory (e.g. ``{"c": 0.5}``).
+    weight_decay: L2 regularisation ``weight_decay/2 * ||w||^2`` (over every parameter,
+      BatchNorm scales and biases included) added to the training objective (so that a line
+      search's ``value_fn`` and the gradient agree); decoupled weight decay for ``adamw``; 0
+      for none.
+    kwargs: further keyword arguments of the factory (e.g. ``{"c": 0.5}``, or
+      ``{"nesterov": True}`` for ``sgd``); an argument the factory does not take raises a
+      ``TypeError`` when the run starts, before any optimizer trains.
   """
 
   name: str = "sls"
@@ -63,8 +80,8 @@ class Needs(NamedTuple):
 
   Attributes:
     metric: ``"loss"``, ``"accuracy"`` or ``"smooth_accuracy"`` for the line
-      searches on a metric (the step passes ``metric_fn`` and ``metric_value``),
-      None otherwise.
+      searches on a metric (for the accuracies the step passes ``metric_fn`` and
+      ``metric_value``; for the loss ``value_fn`` is the metric), None otherwise.
     per_example: whether ``update`` takes ``per_example_loss_fn`` (PLS).
   """
 
@@ -112,7 +129,9 @@ def _schedule(ctx: _Context) -> optax.Schedule:
 
 def _sgd(ctx: _Context) -> optax.GradientTransformation:
   momentum = ctx.config.momentum or None
-  return optax.inject_hyperparams(optax.sgd)(learning_rate=_schedule(ctx), momentum=momentum)
+  return optax.inject_hyperparams(optax.sgd)(
+      learning_rate=_schedule(ctx), momentum=momentum, **ctx.config.kwargs
+  )
 
 
 def _adam(ctx: _Context) -> optax.GradientTransformation:
@@ -214,24 +233,64 @@ def make_optimizer(
     dataset_size: int = 0,
     batch_size: int = 0,
 ) -> Built:
-  """Builds the optimizer ``config`` names.
+  r"""Builds the optimizer ``config`` names.
 
-  Weight decay other than AdamW's is L2 regularisation of the training loss
-  (``Built.l2``), so every trial of a line search sees the objective whose
-  gradient it follows.
+  ``sgd``, ``adam`` and ``adamw`` are optax's, wrapped in :func:`optax.inject_hyperparams` so
+  that the state holds the current rate :math:`\eta_t` of the schedule (see
+  :class:`OptimizerConfig` for :math:`\eta_t`; ``total_steps`` is its :math:`T`). The
+  ``optax_ls`` methods are built from their factories with ``config.kwargs`` over the
+  factories' defaults (see each factory for its paper). The run's shape fills in what a
+  method's protocol counts in epochs:
+
+  * ``sls``, ``adam_sls``, ``l_sls``, ``a_sls``, ``sa_sls`` get
+    ``n_batches_per_epoch = steps_per_epoch``: the SLS paper's step-size reset (Vaswani et
+    al. 2019, Alg. 2, ``reset_option=1``) grows the step by :math:`\gamma^{1/n_b}` per call,
+    i.e. by :math:`\gamma` per epoch.
+  * ``tlr``, ``tlr_per_layer`` get it too: the TLR paper's efficient variant updates the rate
+    once per window of :math:`pN` calls, :math:`N` = ``steps_per_epoch``, :math:`p = 0.33`
+    (its Eq. 10).
+  * ``labpal_sgd``, ``labpal_nsgd`` get ``dataset_size`` and ``batch_size``: LABPAL's noise
+    adaptation (Mutschler, Laube, Zell 2021; seed 002, Sec. 6.4.3, Eq. 6.8) scales its schedule
+    by :math:`\epsilon = \frac{128}{|B|} \frac{|D|}{40000}`.
+
+  Weight decay other than AdamW's is L2 regularisation of the training loss,
+  :math:`L(w) + \tfrac{\lambda}{2} \lVert w \rVert^2` with :math:`\lambda` =
+  ``config.weight_decay`` (``Built.l2``, added by the train step), so every trial of a line
+  search sees the objective whose gradient it follows. Every transformation is wrapped in
+  :func:`optax.with_extra_args_support`, so ``update`` accepts the train step's keyword
+  arguments (``value``, ``grad``, ``value_fn``, ...) whether it uses them or not.
 
   Args:
     config: the optimizer's configuration.
-    steps_per_epoch: update calls per epoch (SLS's step-size reset, schedules).
-    total_steps: update calls of the whole run (schedules).
-    dataset_size: training examples (LABPAL's noise adaptation).
-    batch_size: examples per batch (LABPAL's noise adaptation).
+    steps_per_epoch: update calls per epoch (SLS's step-size reset, TLR's window).
+    total_steps: update calls of the whole run (the schedules' :math:`T`).
+    dataset_size: training examples (LABPAL's noise adaptation; must be positive for
+      ``labpal_*``, which reject the default 0).
+    batch_size: examples per batch (LABPAL's noise adaptation; must be positive for
+      ``labpal_*``).
 
   Returns:
-    The transformation and the extra inputs its ``update`` needs.
+    A ``Built``: the transformation ``tx``, the extra inputs its ``update`` needs (``needs``,
+    a :class:`Needs`) and the L2 coefficient ``l2`` the train step adds to the loss.
 
   Raises:
     ValueError: for an unknown name, schedule or negative weight decay.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> config = OptimizerConfig("sgd", learning_rate=0.1, schedule="step", weight_decay=5e-4)
+    >>> built = make_optimizer(config, steps_per_epoch=2, total_steps=8)
+    >>> built.l2, built.needs
+    (0.0005, Needs(metric=None, per_example=False))
+    >>> params, grads = {"w": jnp.ones(2)}, {"w": jnp.ones(2)}
+    >>> state, rates = built.tx.init(params), []
+    >>> for _ in range(8):
+    ...   updates, state = built.tx.update(grads, state, params)
+    ...   rates.append(round(float(state.hyperparams["learning_rate"]), 6))
+    >>> rates
+    [0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    >>> make_optimizer(OptimizerConfig("a_sls"), steps_per_epoch=2, total_steps=8).needs.metric
+    'accuracy'
   """
   if config.name not in OPTIMIZERS:
     raise ValueError(

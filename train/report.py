@@ -16,7 +16,28 @@ CURVES_FILE = "curves.png"
 
 
 def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -> str:
-  """One line for ``name``'s epoch record ``evals``, with the last step size of ``train``."""
+  """One line for ``name``'s epoch record ``evals``, with the last step size of ``train``.
+
+  The step size (``learning_rate``) and the loss evaluations per step (``evals_per_step``)
+  come from the last train record, when it has them.
+
+  Args:
+    name: the optimizer's name (padded to 12 columns).
+    evals: an eval record of :func:`train.train.train_one`, with ``epoch``, ``step``,
+      ``train_loss``, ``test_loss``, ``test_accuracy`` and ``seconds``.
+    train: the optimizer's train records so far (may be empty).
+
+  Returns:
+    The line, without a newline.
+
+  Example:
+    >>> evals = {"epoch": 0, "step": 45, "train_loss": 0.51234, "test_loss": 0.3,
+    ...          "test_accuracy": 0.9, "seconds": 1.23}
+    >>> print(format_eval("sls", evals, [{"learning_rate": 0.5, "evals_per_step": 1.25}]))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    sls          epoch   0  step     45  train_loss 0.5123  test_loss 0.3000  test_acc 0.9000
+      step_size 0.5  evals/step 1.25  (1.2 s)
+  """
   line = (
       f"{name:<12} epoch {evals['epoch']:>3}  step {evals['step']:>6}  "
       f"train_loss {evals['train_loss']:.4f}  test_loss {evals['test_loss']:.4f}  "
@@ -30,13 +51,48 @@ def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -
 
 
 def throughput(train: list[dict[str, Any]]) -> float | None:
-  """Median images/s of the metrics windows after the first (which holds the compilation)."""
+  """Median images/s of the metrics windows after the first (which holds the compilation).
+
+  Args:
+    train: one optimizer's train records, each with ``images_per_s``.
+
+  Returns:
+    The median of ``images_per_s`` over ``train[1:]``, or None when ``train`` has fewer
+    than two records.
+
+  Example:
+    >>> throughput([{"images_per_s": 10.0}, {"images_per_s": 300.0}, {"images_per_s": 500.0}])
+    400.0
+    >>> throughput([{"images_per_s": 10.0}]) is None
+    True
+  """
   rates = [r["images_per_s"] for r in train[1:]]
   return float(np.median(rates)) if rates else None
 
 
 def summary(history: dict[str, Any], wall_seconds: float, out: str | None) -> str:
-  """The closing lines: each optimizer's final test accuracy, loss and throughput."""
+  """The closing lines: each optimizer's final test accuracy, loss and throughput.
+
+  Args:
+    history: ``{optimizer name: {"train": [...], "eval": [...]}}``, the records of
+      :func:`train.train.run`; an optimizer without eval records is left out. The
+      throughput is :func:`throughput` of the train records (``-`` when it is None).
+    wall_seconds: the run's wall-clock time in seconds.
+    out: the directory that :func:`write_metrics` and :func:`plot_curves` wrote to,
+      named in a last line, or None for no such line.
+
+  Returns:
+    The lines, joined by newlines (no trailing newline).
+
+  Example:
+    >>> history = {"sgd": {"train": [{"images_per_s": 900.0}, {"images_per_s": 1000.0}],
+    ...                    "eval": [{"test_accuracy": 0.91, "train_loss": 0.25,
+    ...                              "test_loss": 0.3}]}}
+    >>> print(summary(history, 12.34, None))
+    final test accuracy:
+      sgd          0.9100  (train loss 0.2500, test loss 0.3000, 1000 images/s)
+    wall time: 12.3 s
+  """
   lines = ["final test accuracy:"]
   for name, records in history.items():
     if not records["eval"]:
@@ -68,7 +124,32 @@ def write_metrics(history: dict[str, Any], config: Any, out: str) -> str:
   """Writes ``out/metrics.jsonl``; returns its path.
 
   The first line is ``{"kind": "config", ...}``; then one line per record,
-  ``{"kind": "train" | "eval", "optimizer": name, ...}``.
+  ``{"kind": "train" | "eval", "optimizer": name, ...}``: for each optimizer in
+  turn its train records, then its eval records. An existing file is overwritten.
+
+  Args:
+    history: ``{optimizer name: {"train": [...], "eval": [...]}}``, the records of
+      :func:`train.train.run` (JSON-serialisable dicts).
+    config: the run's configuration, a dataclass (:class:`train.config.Config`) or
+      a dict; nested dataclasses become dicts and tuples lists.
+    out: the directory (created if missing).
+
+  Returns:
+    The path of the file, ``os.path.join(out, "metrics.jsonl")``.
+
+  Example:
+    >>> import json, os, tempfile
+    >>> from train.config import Config
+    >>> history = {"sgd": {"train": [{"step": 10, "loss": 0.5}],
+    ...                    "eval": [{"step": 10, "test_accuracy": 0.9}]}}
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...   path = write_metrics(history, Config(), out)
+    ...   with open(path) as f:
+    ...     lines = [json.loads(line) for line in f]
+    >>> os.path.basename(path), [(r["kind"], r.get("optimizer")) for r in lines]
+    ('metrics.jsonl', [('config', None), ('train', 'sgd'), ('eval', 'sgd')])
+    >>> lines[0]["name"], lines[0]["model_kwargs"], lines[2]["test_accuracy"]
+    ('digits_mlp', {'features': [128]}, 0.9)
   """
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, METRICS_FILE)
@@ -87,6 +168,27 @@ def plot_curves(history: dict[str, Any], out: str, title: str = "") -> str:
   Four panels: training loss and training accuracy per metrics window (against
   the update step), test accuracy per epoch, and the step size (log scale) of the
   optimizers that report one. Uses the Agg canvas, no pyplot state.
+
+  Args:
+    history: ``{optimizer name: {"train": [...], "eval": [...]}}``, the records of
+      :func:`train.train.run`: train records with ``step``, ``loss``, ``accuracy`` and
+      optionally ``learning_rate`` (plotted where positive), eval records with
+      ``step`` and ``test_accuracy``.
+    out: the directory (created if missing).
+    title: the figure's title; empty for none.
+
+  Returns:
+    The path of the image, ``os.path.join(out, "curves.png")``.
+
+  Example:
+    >>> import os, tempfile
+    >>> train = [{"step": 10, "loss": 1.2, "accuracy": 0.5, "learning_rate": 0.8},
+    ...          {"step": 20, "loss": 0.6, "accuracy": 0.8, "learning_rate": 1.1}]
+    >>> history = {"sls": {"train": train, "eval": [{"step": 20, "test_accuracy": 0.85}]}}
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...   path = plot_curves(history, out, title="demo")
+    ...   os.path.basename(path), os.path.getsize(path) > 0
+    ('curves.png', True)
   """
   os.makedirs(out, exist_ok=True)
   fig = Figure(figsize=(16, 3.8), layout="constrained")

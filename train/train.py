@@ -87,7 +87,23 @@ def maybe_initialize_distributed() -> bool:
 
 
 def make_mesh() -> Mesh:
-  """A one-axis mesh ``'data'`` over all devices (of all processes)."""
+  """A one-axis mesh ``'data'`` over all devices (of all processes).
+
+  The harness's data parallelism: the state is replicated over the mesh (``P()``) and every
+  batch is split along its first axis over ``'data'`` (``P('data')``), so a global batch of
+  ``B`` examples puts ``B / jax.device_count()`` on each device (``B`` must be a multiple of
+  it).
+
+  Returns:
+    A :class:`jax.sharding.Mesh` of shape ``(jax.device_count(),)`` with the axis name
+    ``'data'``.
+
+  Example:
+    >>> import jax
+    >>> mesh = make_mesh()
+    >>> mesh.axis_names, mesh.size == jax.device_count()
+    (('data',), True)
+  """
   return jax.make_mesh((jax.device_count(),), ("data",))
 
 
@@ -97,11 +113,38 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def init_variables(model: nn.Module, rng: jax.Array, sample_x: np.ndarray) -> dict[str, Any]:
-  """The model's ``params`` and ``batch_stats`` (possibly empty) for inputs like ``sample_x``."""
+  """The model's ``params`` and ``batch_stats`` (possibly empty) for inputs like ``sample_x``.
+
+  Initialises ``model`` in inference mode (``train=False``) with ``rng`` split into the
+  ``'params'`` and ``'dropout'`` keys. The variables depend on ``sample_x`` only through its
+  shape beyond the batch axis, so one example is enough.
+
+  Args:
+    model: an unbound linen module (e.g. from :func:`models.get_model`).
+    rng: a JAX PRNG key; the run uses ``jax.random.key(config.seed)``.
+    sample_x: a batch of inputs, ``[n, *image_shape]`` (``n = 1`` will do).
+
+  Returns:
+    ``{"params": ..., "batch_stats": ...}``; ``batch_stats`` is ``{}`` for a model without
+    BatchNorm.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> from models import get_model
+    >>> model = get_model("mlp", features=(16,), num_classes=10)
+    >>> variables = init_variables(model, jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
+    >>> jax.tree.map(np.shape, variables["params"]["Dense_0"]), variables["batch_stats"]
+    ({'bias': (16,), 'kernel': (64, 16)}, {})
+  """
+  return _init_variables(model, rng, jnp.asarray(sample_x))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(model: nn.Module, rng: jax.Array, sample_x: jax.Array) -> dict[str, Any]:
+  # Jitted: one compilation instead of one dispatch per initialiser (about 10x faster on a CPU
+  # for a ResNet); linen modules are hashable, so one model compiles once.
   params_key, dropout_key = jax.random.split(rng)
-  variables = model.init(
-      {"params": params_key, "dropout": dropout_key}, jnp.asarray(sample_x), train=False
-  )
+  variables = model.init({"params": params_key, "dropout": dropout_key}, sample_x, train=False)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
@@ -119,7 +162,36 @@ def create_state(
   """A fresh :class:`TrainState` for ``optimizer`` holding a copy of ``variables``.
 
   The copy lets several states start from the same variables although the train
-  step donates (invalidates) the buffers of the state it is given.
+  step donates (invalidates) the buffers of the state it is given. The optimizer is built by
+  :func:`train.optimizers.make_optimizer` from the run's shape; the state starts at step 0
+  with the dropout key ``jax.random.key(seed + 1)``.
+
+  Args:
+    model: the linen module; the state keeps ``model.apply``.
+    variables: ``{"params": ..., "batch_stats": ...}`` from :func:`init_variables`.
+    optimizer: the optimizer's configuration.
+    seed: the run's seed (the dropout key is drawn from ``seed + 1``).
+    steps_per_epoch: updates per epoch (SLS's step-size reset, TLR's window).
+    total_steps: updates of the whole run (the schedules' length).
+    dataset_size: training examples (LABPAL's noise adaptation).
+    batch_size: examples per update, global over all devices (LABPAL's noise adaptation).
+
+  Returns:
+    The state, with ``tx``, ``needs`` and ``l2`` of the built optimizer.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> from models import get_model
+    >>> from train import OptimizerConfig
+    >>> model = get_model("mlp", features=(16,), num_classes=10)
+    >>> variables = init_variables(model, jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
+    >>> state = create_state(model, variables, OptimizerConfig("sgd", weight_decay=1e-4),
+    ...                      seed=0, steps_per_epoch=44, total_steps=880, dataset_size=1438,
+    ...                      batch_size=32)
+    >>> int(state.step), state.l2, state.needs.metric
+    (0, 0.0001, None)
+    >>> state.params["Dense_0"]["kernel"] is variables["params"]["Dense_0"]["kernel"]
+    False
   """
   built = make_optimizer(
       optimizer,
@@ -145,16 +217,40 @@ def create_state(
   )
 
 
-def _find(opt_state: Any, key: str) -> Any:
-  """``opt_state``'s value named ``key``, or None.
+def find_in_state(opt_state: Any, key: str) -> Any:
+  """The value named ``key`` in an optimizer state, or None when there is none.
 
-  A scheduled ``inject_hyperparams`` state holds ``learning_rate`` twice (the
-  value and the schedule's state): the array is the one meant.
+  :func:`optax.tree.get` with two differences: a missing name gives None (SGD's
+  state has no ``num_evals``), and where the name occurs twice, as
+  ``learning_rate`` does in a scheduled :func:`optax.inject_hyperparams` state
+  (the current value and the schedule's own state), the array is the one meant.
+  The train step logs ``learning_rate`` and ``num_evals`` this way.
+
+  Args:
+    opt_state: the state of any optimizer of :data:`train.optimizers.OPTIMIZERS`
+      (or any optax state).
+    key: the name of a state field or hyperparameter, e.g. ``"learning_rate"``.
+
+  Returns:
+    The value: an array, or a tree of arrays (a per-layer learning rate); None
+    when ``opt_state`` holds no value of that name.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from train import OptimizerConfig, make_optimizer
+    >>> sgd = OptimizerConfig("sgd", learning_rate=0.1, schedule="cosine")
+    >>> state = make_optimizer(sgd, steps_per_epoch=2, total_steps=8).tx.init(jnp.ones(2))
+    >>> round(float(find_in_state(state, "learning_rate")), 6), find_in_state(state, "num_evals")
+    (0.1, None)
   """
   try:
     return optax.tree.get(opt_state, key)
   except KeyError:
-    return optax.tree.get(opt_state, key, filtering=lambda _, value: isinstance(value, jax.Array))
+    try:
+      return optax.tree.get(opt_state, key,
+                            filtering=lambda _, value: isinstance(value, jax.Array))
+    except KeyError:
+      return None
 
 
 def _scalar_rate(rate: Any) -> jax.Array:
@@ -164,19 +260,65 @@ def _scalar_rate(rate: Any) -> jax.Array:
 
 
 def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainState, dict[str, Any]]:
-  """One update on the batch ``(x, y)``.
+  r"""One update on the batch ``(x, y)``.
 
-  Computes the loss (mean cross entropy plus ``l2/2 ||w||^2``) and its gradient
-  in train mode, calls ``state.tx.update`` with ``value``, ``grad`` and
-  ``value_fn`` (and ``metric_fn``/``metric_value`` or ``per_example_loss_fn``
-  where ``state.needs`` says so), applies the updates and commits the batch
-  statistics of the main pass.
+  Computes the loss of the whole batch of :math:`B` examples,
+
+  .. math::
+
+    L(w) = \frac{1}{B} \sum_{i=1}^{B} \ell(f(w; x_i), y_i) + \frac{\lambda}{2}
+    \lVert w \rVert^2,
+
+  with :math:`\ell` the softmax cross entropy (in float32) and :math:`\lambda` = ``state.l2``,
+  and its gradient in train mode; calls ``state.tx.update`` with ``value``, ``grad`` and
+  ``value_fn`` (:math:`L` as a function of the parameters, on the same batch, dropout key and
+  batch statistics), and ``metric_fn``/``metric_value`` or ``per_example_loss_fn``
+  where ``state.needs`` says so; applies the updates and commits the batch
+  statistics of the main pass (those of the line search's trials are dropped).
+
+  The harness runs it as ``jax.jit(train_step, donate_argnums=0)`` with the state replicated
+  and ``x``, ``y`` sharded over the mesh's ``'data'`` axis (:func:`compiled_steps`). Under
+  ``jit`` the mean above is over the global batch, whatever the sharding: XLA all-reduces the
+  per-device sums, so every device computes the same loss, gradient and line-search decision
+  and the replicas stay identical. The dropout key of step :math:`t` is
+  ``fold_in(state.rng, t)``, the same for every trial of a search.
+
+  Args:
+    state: the current state (donated by the harness's compiled step).
+    x: a batch of inputs, ``[B, *image_shape]`` float32, normalised as by
+      :func:`train.data.batches`.
+    y: the integer labels, ``[B]``.
 
   Returns:
-    The new state and the metrics ``loss`` and ``accuracy`` of the batch before
-    the update, ``learning_rate`` (the step size applied; the mean rate for
+    The new state and the metrics ``loss`` (:math:`L(w)` above) and ``accuracy`` of the batch
+    before the update, ``learning_rate`` (the step size applied; the mean rate for
     per-layer rates; absent for optimizers without one), ``num_evals`` (where
-    the optimizer counts them), ``grad_norm`` and ``update_norm``.
+    the optimizer counts them), ``grad_norm`` and ``update_norm`` (global :math:`\ell_2`
+    norms).
+
+  Example:
+    >>> import jax, numpy as np, optax
+    >>> from models import get_model
+    >>> from train import OptimizerConfig
+    >>> from train.train import compiled_steps, global_batch, replicate
+    >>> model = get_model("mlp", features=(16,), num_classes=10)
+    >>> x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype(np.float32)
+    >>> y = np.arange(32) % 10
+    >>> variables = init_variables(model, jax.random.key(0), x[:1])
+    >>> sgd = OptimizerConfig("sgd", learning_rate=0.1)
+    >>> state = create_state(model, variables, sgd, seed=0, steps_per_epoch=4, total_steps=40,
+    ...                      dataset_size=128, batch_size=32)
+    >>> mesh = make_mesh()
+    >>> step, _ = compiled_steps(mesh)
+    >>> new_state, metrics = step(replicate(state, mesh), *global_batch(mesh, x, y))
+    >>> int(new_state.step), sorted(metrics)
+    (1, ['accuracy', 'grad_norm', 'learning_rate', 'loss', 'update_norm'])
+    >>> logits = model.apply(variables, x)
+    >>> loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    >>> bool(np.isclose(metrics["loss"], loss, rtol=1e-5))  # the mean over all 32 examples
+    True
+    >>> bool(np.isclose(metrics["update_norm"], 0.1 * metrics["grad_norm"]))  # SGD: -0.1 g
+    True
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
@@ -222,10 +364,10 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
       "grad_norm": optax.tree.norm(grads),
       "update_norm": optax.tree.norm(updates),
   }
-  rate = _find(opt_state, "learning_rate")
+  rate = find_in_state(opt_state, "learning_rate")
   if rate is not None:
     metrics["learning_rate"] = _scalar_rate(rate)
-  num_evals = _find(opt_state, "num_evals")
+  num_evals = find_in_state(opt_state, "num_evals")
   if num_evals is not None:
     metrics["num_evals"] = num_evals
   new_state = state.replace(
@@ -255,8 +397,51 @@ def compiled_steps(mesh: Mesh) -> tuple[Callable[..., Any], Callable[..., Any]]:
   return train, evaluate
 
 
+def _checkpoint_manager(config: Config, optimizer: OptimizerConfig) -> Any:
+  """The checkpoint manager of ``optimizer``'s run, or None when the run keeps none.
+
+  A run that does not resume refuses a directory that holds checkpoints already:
+  orbax would save none of its own there until it passed the earlier run's latest
+  step, and a later ``--resume`` would continue the earlier run.
+  """
+  if config.out is None or not (config.checkpoint_every or config.resume):
+    return None
+  directory = os.path.join(config.out, "checkpoints", optimizer.name)
+  manager = checkpoint.manager(directory)
+  latest = manager.latest_step()
+  if latest is not None and not config.resume:
+    manager.close()
+    raise ValueError(
+        f"{directory} holds checkpoints of an earlier run (latest step {latest}). Pass --resume "
+        "(Config.resume) to continue that run, or choose another --out (or delete the directory) "
+        "to start afresh."
+    )
+  return manager
+
+
 def replicate(state: TrainState, mesh: Mesh) -> TrainState:
-  """``state`` placed on every device of ``mesh``."""
+  """``state`` placed on every device of ``mesh``: a full copy per device.
+
+  The data-parallel layout of the harness: parameters, BatchNorm statistics and
+  the optimizer state are replicated (``PartitionSpec()``), the batch is sharded
+  (:func:`global_batch`), so every device applies the same update, line-search
+  decisions included.
+
+  Args:
+    state: a :class:`TrainState` (or any pytree of arrays).
+    mesh: the mesh from :func:`make_mesh`.
+
+  Returns:
+    ``state`` with every array on all devices of ``mesh``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> placed = replicate({"w": jnp.ones(3)}, make_mesh())
+    >>> placed["w"].sharding.is_fully_replicated
+    True
+    >>> len(placed["w"].addressable_shards) == jax.device_count()  # one copy per device
+    True
+  """
   return jax.device_put(state, NamedSharding(mesh, P()))
 
 
@@ -265,7 +450,27 @@ def global_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
 
   Each process passes its rows (``process_index``-th slice) to
   :func:`jax.make_array_from_process_local_data`; with one process that is the
-  whole batch.
+  whole batch. The leading (batch) axis is split evenly over the devices of
+  ``mesh``: with ``D`` devices, device ``d`` holds rows ``d B/D`` to
+  ``(d + 1) B/D - 1`` of a batch of ``B``, so ``B`` must be a multiple of ``D``.
+
+  Args:
+    mesh: the mesh from :func:`make_mesh` (one axis, ``'data'``).
+    *arrays: the global batch's arrays (e.g. images and labels), the same on every
+      process, each with the batch on its first axis.
+
+  Returns:
+    One :class:`jax.Array` per input, sharded ``PartitionSpec('data')``.
+
+  Example:
+    >>> import numpy as np
+    >>> import jax
+    >>> n = 2 * jax.device_count()  # a multiple of the number of devices
+    >>> x, y = global_batch(make_mesh(), np.zeros((n, 4), np.float32), np.arange(n))
+    >>> x.sharding.spec == jax.sharding.PartitionSpec("data")
+    True
+    >>> [int(s.data[0]) for s in y.addressable_shards] == list(range(0, n, 2))  # 2 rows each
+    True
   """
   sharding = NamedSharding(mesh, P("data"))
   count, index = jax.process_count(), jax.process_index()
@@ -279,7 +484,41 @@ def global_batch(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
 
 def evaluate(state: TrainState, source: Any, spec: data.DataSpec, batch_size: int,
              mesh: Mesh) -> dict[str, float]:
-  """The mean loss and the accuracy of ``state`` on the whole split ``source``."""
+  r"""The mean loss and the accuracy of ``state`` on the whole split ``source``.
+
+  In inference mode (running BatchNorm statistics, no dropout) and without the L2 term: over
+  the :math:`n` examples of ``source``,
+  :math:`\frac{1}{n} \sum_i \ell(f(w; x_i), y_i)` and
+  :math:`\frac{1}{n} \sum_i [\arg\max f(w; x_i) = y_i]`. The batches of
+  :func:`train.data.eval_batches` are sharded over ``mesh`` like the training batches; the
+  last one is padded and its padding masked out, so every example counts once.
+
+  Args:
+    state: the state to evaluate (replicated on ``mesh``, or on the default device).
+    source: the split, a :class:`train.data.Source`.
+    spec: the data set's :class:`train.data.DataSpec` (normalisation, image shape).
+    batch_size: examples per evaluation batch, a multiple of the number of devices of
+      ``mesh``.
+    mesh: the mesh of :func:`make_mesh`.
+
+  Returns:
+    ``{"loss": ..., "accuracy": ...}`` as Python floats.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> from models import get_model
+    >>> from train import OptimizerConfig, data
+    >>> _, test, spec = data.load("digits", test_fraction=0.2)
+    >>> model = get_model("mlp", features=(16,), num_classes=spec.num_classes)
+    >>> variables = init_variables(model, jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
+    >>> state = create_state(model, variables, OptimizerConfig("sgd"), seed=0, steps_per_epoch=1,
+    ...                      total_steps=1, dataset_size=1, batch_size=1)
+    >>> result = evaluate(state, test, spec, batch_size=64, mesh=make_mesh())
+    >>> sorted(result), 0.0 <= result["accuracy"] <= 1.0
+    (['accuracy', 'loss'], True)
+    >>> bool(abs(result["loss"] - np.log(10)) < 0.5)  # near chance before training
+    True
+  """
   _, eval_fn = compiled_steps(mesh)
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for x, y, mask in data.eval_batches(source, spec, batch_size=batch_size):
@@ -335,11 +574,59 @@ def train_one(
 ) -> tuple[TrainState, dict[str, list[dict[str, Any]]]]:
   """Trains ``model`` from ``variables`` with ``optimizer``; returns the state and the records.
 
-  Train records (every ``config.log_every`` updates): ``step``, ``epoch``, the
+  Runs ``min(config.epochs * S, config.max_steps)`` updates of :func:`train_step`, ``S`` =
+  ``len(train_source) // config.batch_size`` per epoch (the last partial batch is dropped),
+  on the batches of :func:`train.data.batches` (their order and augmentation fixed by
+  ``(config.seed, epoch)``), sharded over ``mesh``. The schedules span all ``config.epochs``
+  even when ``max_steps`` stops the run earlier. With ``config.out`` and
+  ``config.checkpoint_every``, saves a checkpoint under ``out/checkpoints/<optimizer.name>``
+  every that many updates, and with ``config.resume`` continues from the latest one, the
+  records included.
+
+  Train records (every ``config.log_every`` updates, and at the last): ``step``, ``epoch``, the
   window means of ``loss``, ``accuracy``, ``grad_norm``, ``update_norm``,
-  ``evals_per_step``, the last ``learning_rate`` and ``images_per_s``. Eval
-  records (every epoch): ``epoch``, ``step``, ``test_loss``, ``test_accuracy``,
+  ``evals_per_step`` (where the optimizer counts them), the last ``learning_rate`` and
+  ``images_per_s``. Eval records (every epoch, and where ``max_steps`` stops a run inside
+  one): ``epoch``, ``step``, ``test_loss``, ``test_accuracy`` (:func:`evaluate`),
   ``train_loss`` (the epoch's mean mini-batch loss) and ``seconds``.
+
+  Args:
+    config: the run's configuration (epochs, batch size, seed, logging, checkpoints).
+    optimizer: the optimizer to train with (one of ``config.optimizers``, or any other).
+    model: the linen module.
+    variables: the initial ``{"params", "batch_stats"}`` (:func:`init_variables`); copied,
+      never donated, so several optimizers can start from them.
+    train_source: the training split (a :class:`train.data.Source`).
+    test_source: the split evaluated every epoch.
+    spec: the data set's :class:`train.data.DataSpec`.
+    mesh: the device mesh (:func:`make_mesh`); ``config.batch_size`` must be a multiple of
+      the number of devices.
+    verbose: show a progress bar (stderr) and a line per epoch (stdout), on process 0.
+
+  Returns:
+    The final :class:`TrainState` and ``{"train": [...], "eval": [...]}``, the records.
+
+  Raises:
+    ValueError: when the run keeps checkpoints (``config.out`` with
+      ``config.checkpoint_every``), does not resume, and its checkpoint directory holds an
+      earlier run's checkpoints (:func:`run` checks this for every optimizer before any
+      trains).
+
+  Example:
+    >>> import dataclasses, jax, numpy as np
+    >>> from models import get_model
+    >>> from train import data, get_config
+    >>> config = dataclasses.replace(get_config("digits_mlp"), epochs=1, max_steps=3)
+    >>> train, test, spec = data.load(config.dataset, test_fraction=config.test_fraction)
+    >>> model = get_model("mlp", features=(16,), num_classes=spec.num_classes)
+    >>> variables = init_variables(model, jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
+    >>> sgd = config.optimizers[1]
+    >>> state, records = train_one(config, sgd, model, variables, train, test, spec, make_mesh(),
+    ...                            verbose=False)
+    >>> sgd.name, int(state.step), [r["step"] for r in records["eval"]]
+    ('sgd', 3, [3])
+    >>> sorted(records["eval"][0])
+    ['epoch', 'seconds', 'step', 'test_accuracy', 'test_loss', 'train_loss']
   """
   steps_per_epoch = data.steps_per_epoch(len(train_source), config.batch_size)
   schedule_steps = steps_per_epoch * config.epochs
@@ -358,9 +645,7 @@ def train_one(
   )
   state = replicate(state, mesh)
   records: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
-  manager = None
-  if config.out is not None and (config.checkpoint_every or config.resume):
-    manager = checkpoint.manager(os.path.join(config.out, "checkpoints", optimizer.name))
+  manager = _checkpoint_manager(config, optimizer)
   window = _Window()
   epoch_losses: list[Any] = []
   if manager is not None and config.resume:
@@ -455,15 +740,40 @@ def train_one(
 def run(config: Config, *, verbose: bool = True) -> History:
   """Trains ``config.model`` with each of ``config.optimizers``, from the same initialisation.
 
-  All optimizers see the same batches in the same order. With ``verbose``,
-  shows a progress bar per optimizer (loss, accuracy, step size, images/s) on
-  stderr and a line per epoch and a summary on stdout. With ``config.out``,
+  Validates ``config``, initialises a multi-host run when the environment asks for one
+  (:func:`maybe_initialize_distributed`), loads ``config.dataset``
+  (:func:`train.data.load`), builds the model with the data set's number of classes
+  (:func:`models.get_model`), initialises it once from ``jax.random.key(config.seed)``
+  (:func:`init_variables`) and trains each optimizer in turn with :func:`train_one` on a
+  mesh over all devices (:func:`make_mesh`). All optimizers see the same batches in the same
+  order. With ``verbose``, shows a progress bar per optimizer (loss, accuracy, step size,
+  images/s) on stderr and a line per epoch and a summary on stdout. With ``config.out``,
   writes ``metrics.jsonl`` (one JSON object per line) and ``curves.png``, and
   checkpoints under ``out/checkpoints/<optimizer>`` every
   ``config.checkpoint_every`` updates; ``config.resume`` continues from them.
 
+  Args:
+    config: the run (see :class:`train.config.Config` and :func:`train.config.get_config`).
+    verbose: print progress and results (process 0 only); False runs silently.
+
   Returns:
     Per optimizer name, its train and eval records (see :func:`train_one`).
+
+  Raises:
+    ValueError: for an invalid ``config`` (:meth:`train.config.Config.validate`), or a
+      ``batch_size`` larger than the training split or not a multiple of the number of
+      devices.
+
+  Example:
+    >>> import dataclasses
+    >>> from train import OptimizerConfig, get_config
+    >>> config = dataclasses.replace(get_config("digits_mlp"), epochs=1, max_steps=4,
+    ...                              optimizers=(OptimizerConfig("sls"),))
+    >>> history = run(config, verbose=False)
+    >>> list(history), [r["step"] for r in history["sls"]["train"]]
+    (['sls'], [4])
+    >>> bool(history["sls"]["train"][-1]["learning_rate"] > 0)
+    True
   """
   config.validate()
   maybe_initialize_distributed()
@@ -476,6 +786,14 @@ def run(config: Config, *, verbose: bool = True) -> History:
     raise ValueError(
         f"`batch_size` {config.batch_size} exceeds the {len(train_source)} training examples."
     )
+  steps_per_epoch = data.steps_per_epoch(len(train_source), config.batch_size)
+  for optimizer in config.optimizers:  # every optimizer's arguments, before any of them trains
+    try:
+      make_optimizer(optimizer, steps_per_epoch=steps_per_epoch,
+                     total_steps=steps_per_epoch * config.epochs,
+                     dataset_size=len(train_source), batch_size=config.batch_size)
+    except (TypeError, ValueError) as e:
+      raise type(e)(f"optimizer {optimizer.name!r}: {e}") from e
   mesh = make_mesh()
   if config.batch_size % jax.device_count():
     raise ValueError(
@@ -493,6 +811,10 @@ def run(config: Config, *, verbose: bool = True) -> History:
         f"seed {config.seed}",
         flush=True,
     )
+  for optimizer in config.optimizers:  # another run's checkpoints, before any optimizer trains
+    manager = _checkpoint_manager(config, optimizer)
+    if manager is not None:
+      manager.close()
   history: History = {}
   for optimizer in config.optimizers:
     _, history[optimizer.name] = train_one(

@@ -26,6 +26,10 @@ Example:
   >>> line = LineMeter(loss_fn).measure(w, direction, batches, steps=grid(-1.0, 3.0, 0.05))
   >>> round(minimum(line.steps, line.full), 4), round(norm, 4)  # s_opt = ||w|| = sqrt(3)
   (1.7321, 1.7321)
+
+References:
+  Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+  ICANN 2021 (seed 003).
 """
 
 from optax_ls.landscape._analysis import (

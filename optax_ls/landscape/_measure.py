@@ -25,11 +25,31 @@ def grid(lo: float = DEFAULT_INTERVAL[0], hi: float = DEFAULT_INTERVAL[1],
          resolution: float = DEFAULT_RESOLUTION) -> np.ndarray:
   """The step sizes ``lo, lo + resolution, ...`` up to ``hi`` (inclusive when it falls on the grid).
 
-  The default is seed 003's grid: ``[-0.5, 0.5]`` at 0.006, 167 points.
+  The grid is ``s_k = lo + k * resolution`` for ``k = 0, ..., K - 1`` with
+  ``K = floor((hi - lo) / resolution) + 1`` (a tolerance of ``1e-9`` grid spacings
+  keeps ``hi`` when rounding puts it just beyond). The default is seed 003's grid:
+  ``[-0.5, 0.5]`` at 0.006, 167 points (the last is 0.496).
+
+  Args:
+    lo: the first step size, finite and below ``hi``.
+    hi: the largest step size the grid may reach.
+    resolution: the spacing of the grid, positive.
+
+  Returns:
+    A ``float64`` array ``[K]`` of increasing, evenly spaced step sizes.
+
+  Raises:
+    ValueError: when ``lo >= hi``, a bound or the resolution is not finite, the
+      resolution is not positive, or the grid has fewer than 3 points.
 
   Example:
     >>> len(grid()), grid(-0.1, 0.1, 0.05).round(3).tolist()
     (167, [-0.1, -0.05, 0.0, 0.05, 0.1])
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3 (seed 003: ``s in [-0.5, 0.5]`` at a resolution of 0.006,
+    167 step sizes per line).
   """
   if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
     raise ValueError(f"The interval must satisfy lo < hi (finite), got [{lo}, {hi}].")
@@ -44,12 +64,32 @@ def grid(lo: float = DEFAULT_INTERVAL[0], hi: float = DEFAULT_INTERVAL[1],
 def unit_direction(update: Any) -> tuple[Any, float]:
   """``(update / ||update||, ||update||)``: the line's direction and the step taken along it.
 
-  For SGD the update is ``-lr g``, so the direction is ``-g / ||g||`` and the step
-  ``lr ||g||``; with momentum it is ``-m / ||m||`` (seed 003, Eq. 1); for a line
-  search it is its own update direction and step.
+  The line of an update ``u`` through the parameters ``theta_0`` before it is
+  ``theta_0 + s d`` with the unit direction ``d = u / ||u||`` (the global norm over
+  every leaf); the run's own step along it is ``s_upd = ||u||``. For SGD the
+  update is ``-lr g``, so the direction is ``-g / ||g||`` and the step
+  ``lr ||g||``; with momentum it is ``-m / ||m||`` (seed 003, Sec. 3 below Eq. 1);
+  for a line search it is its own update direction and step.
+
+  Args:
+    update: the update, a pytree of arrays (e.g. ``new_params - params``).
+
+  Returns:
+    ``(direction, norm)``: the unit direction, a pytree shaped and typed like
+    ``update``, and the update's global norm ``||u||`` as a Python float.
 
   Raises:
     ValueError: when the update is zero or not finite (it defines no line).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> direction, norm = unit_direction({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
+    >>> round(norm, 6), round(float(direction["a"][0]), 6), round(float(direction["b"][0]), 6)
+    (5.0, 0.6, 0.8)
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3, Eq. 1 (seed 003).
   """
   norm = float(optax.tree.norm(update))
   if not (np.isfinite(norm) and norm > 0):
@@ -61,9 +101,14 @@ def unit_direction(update: Any) -> tuple[Any, float]:
 class Line:
   """The losses measured along one line ``params + s * direction`` (unit ``direction``).
 
-  The analysis set is ``nb`` batches of ``B`` examples; the full-batch loss
-  ``l(s)`` is the mean of the batch losses (seed 003, Eq. 1). The direction-defining
-  batch (the training batch whose update gave the direction) is measured apart.
+  The analysis set ``T`` is ``nb`` batches of ``B`` examples; the full-batch loss
+  along the line is the mean of the per-example losses (seed 003, Eq. 1)::
+
+    l(s) = L(theta_0 + s d) = 1/|T| sum_{t in T} L(t; theta_0 + s d),
+
+  here the mean of the ``nb`` batch losses (:attr:`full`). The direction-defining
+  batch (the training batch whose update gave the direction) is measured apart:
+  its loss ``l_m(s)`` and slope ``l'_m(0)`` are what SGD and PAL see.
 
   Attributes:
     steps: ``[S]`` the step sizes, increasing (seed 003's grid, possibly widened).
@@ -82,6 +127,21 @@ class Line:
     seconds: the wall time of the measurement.
     widenings: how many blocks were added to the grid (minimum at an edge, or the
       run's step beyond it).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> line = LineMeter(loss_fn).measure(  # l(s) = 0.5 (1 - s)^2
+    ...     jnp.ones(1), -jnp.ones(1), jnp.zeros((2, 4, 1)), steps=grid(-1.0, 2.0, 0.5))
+    >>> line.steps.tolist(), line.batch_losses.shape, line.full.tolist()
+    ([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0], (7, 2), [2.0, 1.125, 0.5, 0.125, 0.0, 0.125, 0.5])
+    >>> line.value_at_zero, line.slope_at_zero, bool(np.isnan(line.direction_slope))
+    (0.5, -1.0, True)
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3, Eq. 1 and Fig. 2 (seed 003).
   """
 
   steps: np.ndarray
@@ -118,12 +178,23 @@ class Line:
     return float(self.direction_slopes.mean())
 
   def save(self, path: str) -> None:
-    """Writes the line to ``path`` (``.npz``); :meth:`load` reads it back."""
+    """Writes the line to ``path`` (``.npz``); :meth:`load` reads it back.
+
+    Args:
+      path: the file to write (NumPy appends ``.npz`` when it lacks the suffix).
+    """
     np.savez_compressed(path, **dataclasses.asdict(self))
 
   @classmethod
   def load(cls, path: str) -> Line:
-    """Reads a line written by :meth:`save`."""
+    """Reads a line written by :meth:`save`.
+
+    Args:
+      path: the ``.npz`` file.
+
+    Returns:
+      The :class:`Line`, its scalar fields as Python ``float`` and ``int``.
+    """
     with np.load(path) as stored:
       fields = {f.name: stored[f.name] for f in dataclasses.fields(cls)}
     for name in ("update_norm", "seconds"):
@@ -167,7 +238,11 @@ class LineMeter:
       in training; each batch is evaluated on its own, also when vectorised.
     batches_per_pass: how many batches one pass evaluates together (``vmap``);
       ``None`` for all of them. More is faster until memory runs out.
-    steps_per_pass: how many step sizes one pass evaluates together.
+    steps_per_pass: how many step sizes one pass evaluates together; ``None``
+      for all of them.
+
+  Attributes:
+    loss_fn: the per-example loss function given.
 
   Example:
     >>> import jax.numpy as jnp
@@ -179,6 +254,10 @@ class LineMeter:
     >>> losses = meter.losses(jnp.zeros(3), jnp.ones(3) / 3**0.5, (x, y), jnp.array([0.0, 1.0]))
     >>> losses.shape, float(losses[1].mean())  # 0.5 * (3 / sqrt(3))^2
     ((2, 2, 4), 1.5)
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3, Eq. 1 (seed 003).
   """
 
   def __init__(self, loss_fn: ExampleLossFn, *, batches_per_pass: int | None = 1,
@@ -194,7 +273,17 @@ class LineMeter:
   def losses(self, params: Any, direction: Any, batches: Any, steps: Any) -> np.ndarray:
     """``[S, nb, B]`` per-example losses at ``params + s direction`` for each step ``s``.
 
-    ``batches`` is a pytree whose leaves have a leading batch axis ``nb``.
+    Entry ``[k, j, i]`` is ``L(t_ji; params + s_k direction)``, the loss of example
+    ``i`` of batch ``j`` at step size ``s_k``.
+
+    Args:
+      params: the line's origin, a pytree.
+      direction: the direction, shaped like ``params``.
+      batches: a pytree whose leaves have the leading axes ``[nb, B]``.
+      steps: ``[S]`` the step sizes.
+
+    Returns:
+      A ``float32`` NumPy array ``[S, nb, B]``.
     """
     steps = jnp.asarray(steps, jnp.float32)
     return np.asarray(self._losses(params, direction, batches, steps))
@@ -202,7 +291,16 @@ class LineMeter:
   def slopes(self, params: Any, direction: Any, batches: Any) -> np.ndarray:
     """``[nb, B]`` per-example directional derivatives ``<grad L_i, direction>`` at ``params``.
 
-    One forward-mode pass (``jax.jvp``) per batch; no per-example gradients.
+    One forward-mode pass (``jax.jvp``) per batch; no per-example gradients. Their
+    mean is the slope ``l'(0)`` of the line's loss at its origin.
+
+    Args:
+      params: the line's origin, a pytree.
+      direction: the direction, shaped like ``params``.
+      batches: a pytree whose leaves have the leading axes ``[nb, B]``.
+
+    Returns:
+      A ``float32`` NumPy array ``[nb, B]``.
     """
     return np.asarray(self._slopes(params, direction, batches))
 
@@ -222,9 +320,14 @@ class LineMeter:
   ) -> Line:
     """Measures one :class:`Line`.
 
-    The grid ``steps`` (default :func:`grid`) is widened by a block of the same
-    size beyond an edge while the full-batch minimum lies on that edge or a step
-    of ``include`` lies beyond it, at most ``max_widenings`` times.
+    The batch losses are measured on the grid ``steps`` (default :func:`grid`);
+    the grid is widened by a block of its own size and spacing beyond an edge
+    while the lowest grid point of the full-batch loss ``l(s)`` lies on that edge
+    or a step of ``include`` lies beyond it, at most ``max_widenings`` times
+    (when both edges call, the right one is widened first unless the minimum is on
+    the left edge). Per example, the losses at the anchors ``s = 0`` and
+    ``s = mu`` (for PAL's parabola, seed 003 Eq. 2) and the directional
+    derivatives at ``s = 0`` are measured too.
 
     Args:
       params: the line's origin.
@@ -239,7 +342,12 @@ class LineMeter:
       step: the training step, stored with the line.
 
     Returns:
-      The :class:`Line`.
+      The :class:`Line`; without ``direction_batch`` its direction fields are NaN.
+
+    Raises:
+      ValueError: when ``steps`` is not an increasing, evenly spaced grid of at
+        least 3 points, ``max_widenings < 0``, the batches lack the leading axes
+        ``[nb, B]`` or the direction batch's size is not ``B``.
     """
     start = time.perf_counter()
     steps = grid() if steps is None else np.asarray(steps, np.float64)

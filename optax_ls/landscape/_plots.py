@@ -1,4 +1,9 @@
-"""The figures of seed 003 (Fig. 2-7) drawn from measured lines and their analysis, as PNG."""
+"""The figures of seed 003 (Fig. 2, 3, 4, 6, 7), drawn from measured lines and their analysis.
+
+Each function draws on its own :class:`matplotlib.figure.Figure` with the Agg canvas
+(no ``pyplot``, no global state, nothing to close), saves it as a PNG at 110 dpi and
+returns the file's path, not the figure.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +50,44 @@ def _kernel(count: int, kernel: int | None) -> int:
 
 
 def plot_lines(lines: Sequence[Line], path: str, *, count: int = 6, title: str = "") -> str:
-  """Fig. 2: representative lines: full-batch loss, direction batch, other batches' spread."""
+  """Fig. 2: representative lines: full-batch loss, direction batch, other batches' spread.
+
+  Up to ``count`` lines, evenly spaced over ``lines``, one panel each (3 columns):
+  the full-batch loss ``l(s)`` (red), the direction batch's ``l_m(s)`` (green, when
+  measured), the median and 5-95% band of the analysis batches' losses, and
+  vertical lines at ``s_opt`` and the run's step ``s_upd``.
+
+  Args:
+    lines: the measured lines, in training order.
+    path: the PNG file to write.
+    count: the most lines drawn.
+    title: the figure's title (none when empty).
+
+  Returns:
+    ``path``, the PNG written (its directory is created when missing).
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from matplotlib.image import imread
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   path = plot_lines(lines, os.path.join(tmp, "lines.png"))
+    ...   os.path.basename(path), imread(path).shape  # a PNG of (height, width, RGBA)
+    ('lines.png', (352, 924, 4))
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3, Fig. 2 (seed 003).
+  """
   picks = np.unique(np.linspace(0, len(lines) - 1, min(count, len(lines))).round().astype(int))
   columns = min(3, len(picks))
   rows = -(-len(picks) // columns)
@@ -78,7 +120,43 @@ def plot_lines(lines: Sequence[Line], path: str, *, count: int = 6, title: str =
 
 
 def plot_fits(analysis: dict[str, Any], path: str, *, title: str = "") -> str:
-  """Fig. 4: MAE of the degree-1 and degree-2 fits; the parabola's curvature and slope."""
+  """Fig. 4: MAE of the degree-1 and degree-2 fits; the parabola's curvature and slope.
+
+  Left: ``analysis["mae1"]`` and ``analysis["mae2"]`` over the training step (log
+  scale); right: the coefficients ``a`` (``curvature``) and ``b`` (``slope``) of
+  the fitted parabola ``a s^2 + b s + c``.
+
+  Args:
+    analysis: the output of :func:`analyse`.
+    path: the PNG file to write.
+    title: the figure's title (none when empty).
+
+  Returns:
+    ``path``, the PNG written (its directory is created when missing).
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from matplotlib.image import imread
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> analysis = analyse(lines, batch_sizes=(2, 4, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   path = plot_fits(analysis, os.path.join(tmp, "fits.png"))
+    ...   os.path.basename(path), imread(path).shape  # a PNG of (height, width, RGBA)
+    ('fits.png', (374, 1100, 4))
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 4, Fig. 4 (seed 003).
+  """
   figure = Figure(figsize=(10, 3.4), layout="constrained")
   ax = figure.add_subplot(1, 2, 1)
   ax.semilogy(analysis["step"], analysis["mae1"], "o-", ms=3, label="degree 1")
@@ -99,7 +177,42 @@ def plot_fits(analysis: dict[str, Any], path: str, *, title: str = "") -> str:
 
 
 def plot_distances(analysis: dict[str, Any], path: str, *, title: str = "") -> str:
-  """Fig. 3: the shape-distance matrix and the distance of consecutive lines."""
+  """Fig. 3: the shape-distance matrix and the distance of consecutive lines.
+
+  Left: the matrix ``D_ij`` of :func:`shape_distances` over the lines' training
+  steps; right: ``D_{i-1,i}`` of consecutive lines (log scale).
+
+  Args:
+    analysis: the output of :func:`analyse`.
+    path: the PNG file to write.
+    title: the figure's title (none when empty).
+
+  Returns:
+    ``path``, the PNG written (its directory is created when missing).
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from matplotlib.image import imread
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> analysis = analyse(lines, batch_sizes=(2, 4, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   path = plot_distances(analysis, os.path.join(tmp, "distances.png"))
+    ...   os.path.basename(path), imread(path).shape  # a PNG of (height, width, RGBA)
+    ('distances.png', (440, 1100, 4))
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 4, Fig. 3 (seed 003).
+  """
   distances = analysis["distances"]
   steps = analysis["step"]
   figure = Figure(figsize=(10, 4), layout="constrained")
@@ -121,7 +234,47 @@ def plot_distances(analysis: dict[str, Any], path: str, *, title: str = "") -> s
 
 def plot_steps(analysis: dict[str, Any], path: str, *, kernel: int | None = None,
                title: str = "") -> str:
-  """Fig. 6: each strategy's step, distance to ``s_opt`` and improvement; ``s_opt`` vs ``||g||``."""
+  """Fig. 6: each strategy's step, distance to ``s_opt`` and improvement; ``s_opt`` vs ``||g||``.
+
+  Three panels over the training step, one curve per strategy of
+  :func:`strategy_steps`, smoothed by :func:`smooth`: the update step ``s_upd``,
+  the distance ``s_opt - s_upd`` and the improvement ``l(0) - l(s_upd)``. The
+  fourth panel scatters ``s_opt`` against ``|l'_m(0)|`` (``||g||`` for SGD) with
+  the fit ``s_opt = c |l'_m(0)|`` of :func:`proportionality` (Eq. 4).
+
+  Args:
+    analysis: the output of :func:`analyse`.
+    path: the PNG file to write.
+    kernel: the smoothing window; None for ``max(1, min(25, L // 5))`` with ``L``
+      lines (seed 003: 25).
+    title: the figure's title (none when empty).
+
+  Returns:
+    ``path``, the PNG written (its directory is created when missing).
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from matplotlib.image import imread
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> analysis = analyse(lines, batch_sizes=(2, 4, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   path = plot_steps(analysis, os.path.join(tmp, "steps.png"))
+    ...   os.path.basename(path), imread(path).shape  # a PNG of (height, width, RGBA)
+    ('steps.png', (825, 1210, 4))
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 5, Eq. 4, Fig. 6 (seed 003).
+  """
   steps = analysis["step"]
   kernel = _kernel(len(steps), kernel)
   strategies = analysis["strategies"]
@@ -161,7 +314,48 @@ def plot_steps(analysis: dict[str, Any], path: str, *, kernel: int | None = None
 
 def plot_batch_size(analysis: dict[str, Any], path: str, *, kernel: int | None = None,
                     title: str = "") -> str:
-  """Fig. 7: improvements of SGD and PAL per batch size; |l'_b(0)| and its ratio per doubling."""
+  """Fig. 7: improvements of SGD and PAL per batch size; |l'_b(0)| and its ratio per doubling.
+
+  From ``analysis["batch_size"]`` (:func:`batch_size_relation`), over the training
+  step and smoothed by :func:`smooth`: the improvements ``l(0) - l(s)`` of SGD's
+  step ``lr |l'_b(0)|`` and of PAL's step per batch size (with ``s_opt``'s for
+  reference), ``|l'_b(0)|`` per batch size, and the ratio ``|l'_b(0)| / |l'_b'(0)|``
+  of consecutive sizes ``b < b'`` (2 expected for a doubling).
+
+  Args:
+    analysis: the output of :func:`analyse` with a ``batch_size`` entry (lines
+      measured with a direction batch); a ``KeyError`` otherwise.
+    path: the PNG file to write.
+    kernel: the smoothing window; None for ``max(1, min(25, L // 5))`` with ``L``
+      lines (seed 003: 25).
+    title: the figure's title (none when empty).
+
+  Returns:
+    ``path``, the PNG written (its directory is created when missing).
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from matplotlib.image import imread
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> analysis = analyse(lines, batch_sizes=(2, 4, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   path = plot_batch_size(analysis, os.path.join(tmp, "batch_size.png"))
+    ...   os.path.basename(path), imread(path).shape  # a PNG of (height, width, RGBA)
+    ('batch_size.png', (825, 1210, 4))
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 6, Fig. 7 (seed 003).
+  """
   relation = analysis["batch_size"]
   sizes = relation["sizes"]
   steps = analysis["step"]
@@ -203,7 +397,42 @@ def plot_batch_size(analysis: dict[str, Any], path: str, *, kernel: int | None =
 
 def plot_all(lines: Sequence[Line], analysis: dict[str, Any], out: str, *, title: str = ""
              ) -> list[str]:
-  """Draws every figure of :data:`FIGURES` that the data allow into ``out``; returns the paths."""
+  """Draws every figure of :data:`FIGURES` that the data allow into ``out``; returns the paths.
+
+  ``out/<name>.png`` for each name of :data:`FIGURES`: :func:`plot_lines`,
+  :func:`plot_fits`, :func:`plot_distances`, :func:`plot_steps` and, when
+  ``analysis`` has a batch-size relation (every line measured with a direction
+  batch), :func:`plot_batch_size`.
+
+  Args:
+    lines: the measured lines, in training order.
+    analysis: the output of :func:`analyse` for ``lines``.
+    out: the directory written into (created when missing).
+    title: every figure's title (none when empty).
+
+  Returns:
+    The paths of the PNG files written, in the order of :data:`FIGURES`.
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # no direction batch: no batch-size relation, no batch_size.png
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)),
+    ...                   steps=grid(-1.0, 3.0, 0.05), step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   paths = plot_all(lines, analyse(lines), tmp)
+    ...   [os.path.basename(p) for p in paths], all(os.path.getsize(p) > 0 for p in paths)
+    (['lines.png', 'fits.png', 'distances.png', 'steps.png'], True)
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Fig. 2, 3, 4, 6, 7 (seed 003).
+  """
   paths = [
       plot_lines(lines, os.path.join(out, "lines.png"), title=title),
       plot_fits(analysis, os.path.join(out, "fits.png"), title=title),

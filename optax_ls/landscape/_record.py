@@ -39,7 +39,19 @@ class Settings:
     bn_train_mode: BatchNorm with batch statistics (as the training loss sees
       it; default) or with the running averages (inference mode).
     window: the half-width of the fits and shape distances (None: seed 003's
-      0.2 for SGD, 0.5 with momentum).
+      0.2 for SGD, 0.5 with momentum). :func:`record` does not use it; the command
+      ``python -m optax_ls.landscape`` resolves None and passes it to
+      :func:`write_report`.
+
+  Example:
+    >>> settings = Settings(every=5, examples=256).validate()
+    >>> len(grid(*settings.interval, settings.resolution)), settings.mu
+    (167, 0.1)
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3-4 (seed 003: a line per update, the whole
+    training set, ``[-0.5, 0.5]`` at 0.006; windows 0.2 and 0.5).
   """
 
   every: int = 10
@@ -54,6 +66,15 @@ class Settings:
   window: float | None = None
 
   def validate(self) -> Settings:
+    """Checks the settings.
+
+    Returns:
+      The settings themselves.
+
+    Raises:
+      ValueError: when ``every < 1``, ``examples < 1``, ``mu <= 0`` or the grid is
+        not valid (see :func:`grid`).
+    """
     if self.every < 1:
       raise ValueError(f"`every` must be >= 1, got {self.every}.")
     if self.examples is not None and self.examples < 1:
@@ -84,10 +105,15 @@ def _analysis_set(source, spec, batch_size: int, examples: int | None, seed: int
 def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True) -> list[Line]:
   """Trains ``config``'s one optimizer and measures the line of every ``settings.every``-th update.
 
-  The line of update ``t`` runs through the parameters before it, along the
-  update's unit direction; the run's own step is the update's length (seed 003,
-  Eq. 1). A zero update (a measuring call of LABPAL, an accepting call of GOLS-I)
-  defines no line: the next non-zero update is measured instead.
+  The line of update ``u_t = theta_{t+1} - theta_t`` runs through the parameters
+  before it, ``l(s) = L(theta_t + s d)`` with ``d = u_t / ||u_t||``; the run's own
+  step is ``s_upd = ||u_t||`` (seed 003, Eq. 1; for SGD ``d = -g / ||g||`` and
+  ``s_upd = lr ||g||``). ``L`` is the mean training loss (cross-entropy plus the
+  run's L2 term) over the analysis set: ``settings.examples`` training examples
+  drawn once, without augmentation, in batches of ``config.batch_size``; the
+  direction batch is the training batch of the update. A zero update (a measuring
+  call of LABPAL, an accepting call of GOLS-I) defines no line: the next non-zero
+  update is measured instead.
 
   With ``config.out``, each line goes to ``out/lines/line_<step>.npz`` as it is
   measured, so that an interrupted run keeps what it measured.
@@ -95,10 +121,35 @@ def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True
   Args:
     config: a :class:`train.config.Config` with exactly one optimizer.
     settings: what to measure (:class:`Settings`).
-    verbose: show a progress bar (loss, lines measured, seconds per line).
+    verbose: print the run's setting and show a progress bar (loss, lines
+      measured, seconds per line).
 
   Returns:
-    The lines, in training order.
+    The measured :class:`Line` objects, in training order.
+
+  Raises:
+    ValueError: when the config or the settings are not valid, the config has
+      not exactly one optimizer, or the data hold less than one batch.
+
+  Example:
+    >>> import os, tempfile
+    >>> from train.config import Config
+    >>> from train.optimizers import OptimizerConfig
+    >>> sgd = OptimizerConfig("sgd", learning_rate=0.1)
+    >>> with tempfile.TemporaryDirectory() as tmp:  # one SGD step of the embedded digits MLP
+    ...   config = Config(optimizers=(sgd,), max_steps=1, out=tmp)
+    ...   settings = Settings(every=1, examples=32, resolution=0.1, max_widenings=0)
+    ...   lines = record(config, settings, verbose=False)
+    ...   os.listdir(os.path.join(tmp, "lines"))
+    ['line_000000.npz']
+    >>> len(lines), lines[0].steps.shape, lines[0].batch_losses.shape  # 11 steps, 1 batch
+    (1, (11,), (11, 1))
+    >>> round(lines[0].update_norm / abs(lines[0].direction_slope), 4)  # s_upd = lr ||g||
+    0.1
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3, Eq. 1 (seed 003).
   """
   from models import get_model
   from train import data
@@ -156,6 +207,10 @@ def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True
           f"{analysis_set[1].size} examples in {analysis_set[1].shape[0]} batches, grid "
           f"{len(line_grid)} points on [{settings.interval[0]:g}, {settings.interval[1]:g}]",
           flush=True)
+    if config.max_steps is not None and config.max_steps > total_steps:
+      print(f"landscape: max_steps {config.max_steps} exceeds the run's {config.epochs} epochs of "
+            f"{steps_per_epoch} steps: it stops after {total_steps} (raise --epochs for more)",
+            flush=True)
 
   lines: list[Line] = []
   pending = False
@@ -198,7 +253,40 @@ def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True
 
 
 def load_lines(directory: str) -> list[Line]:
-  """The lines saved under ``directory`` (a run's ``out`` or its ``lines/``), in training order."""
+  """The lines saved under ``directory`` (a run's ``out`` or its ``lines/``), in training order.
+
+  Reads every ``line_*.npz`` written by :func:`record` (or :meth:`Line.save`) from
+  ``directory/lines`` when it exists, else from ``directory``.
+
+  Args:
+    directory: a run's output directory or its ``lines`` directory.
+
+  Returns:
+    The :class:`Line` objects, sorted by their training step.
+
+  Raises:
+    FileNotFoundError: when the directory does not exist or holds no line file.
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from optax_ls.landscape import LineMeter, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> meter = LineMeter(loss_fn)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   os.makedirs(os.path.join(tmp, "lines"))
+    ...   for t in (20, 10):
+    ...     line = meter.measure(jnp.ones(1), -jnp.ones(1), jnp.zeros((2, 4, 1)),
+    ...                          steps=grid(-1.0, 3.0, 0.5), step=t)
+    ...     line.save(os.path.join(tmp, "lines", f"line_{t:06d}.npz"))
+    ...   [(line.step, len(line.steps)) for line in load_lines(tmp)]
+    [(10, 9), (20, 9)]
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 3 (seed 003).
+  """
   lines_dir = os.path.join(directory, LINES_DIR)
   if os.path.isdir(lines_dir):
     directory = lines_dir
@@ -212,7 +300,52 @@ def load_lines(directory: str) -> list[Line]:
 
 
 def headline(analysis: dict[str, Any], lines: list[Line]) -> dict[str, float]:
-  """The numbers seed 003's core results 1-2 rest on, for one run."""
+  """The numbers seed 003's core results 1-3 rest on, for one run.
+
+  Medians over the lines unless named otherwise; a strategy's improvement share is
+  ``(l(0) - l(s_upd)) / (l(0) - l(s_opt))``, its share of the best improvement.
+
+  Args:
+    analysis: the output of :func:`analyse` for ``lines``.
+    lines: the measured lines, in training order.
+
+  Returns:
+    A dict of floats: ``lines``; ``seconds_per_line_median`` and
+    ``points_per_line_median`` (the measuring cost); ``mae_degree1_median``,
+    ``mae_degree2_median``, ``mae_degree2_max`` and
+    ``mae_degree2_relative_median`` (the degree-2 MAE over the range
+    ``max - min`` of ``l`` in the window; core result 1); ``curvature_first`` and
+    ``curvature_last`` (``a`` of the first and last line's parabola);
+    ``s_opt_median``; ``run_step_over_s_opt_median`` (``s_upd / s_opt``);
+    ``run_improvement_share_median``; ``distance_consecutive_median`` (the shape
+    distance of consecutive lines; NaN for one line);
+    ``<strategy>_improvement_share_median`` for ``sgd_<lr>``, ``pal``, ``fbpal``
+    and ``mini_exact``; ``proportionality_<key>`` for each entry of
+    :func:`proportionality` (core result 2); and, with a batch-size relation,
+    ``slope_ratio_<b>_to_<b'>_median``, ``|l'_b(0)| / |l'_b'(0)|`` of consecutive
+    batch sizes (core result 3).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> numbers = headline(analyse(lines, batch_sizes=(2, 4, 8)), lines)
+    >>> numbers["lines"], round(numbers["run_step_over_s_opt_median"], 3)  # 0.25 / (1, 0.5)
+    (2, 0.375)
+    >>> round(numbers["proportionality_c"], 3), round(numbers["slope_ratio_2_to_4_median"], 3)
+    (0.341, 1.45)
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 4-6, Eq. 4 (seed 003).
+  """
   strategies = analysis["strategies"]
   s_opt = strategies["s_opt"]["step"]
   run = strategies["run"]["step"]
@@ -253,7 +386,42 @@ def headline(analysis: dict[str, Any], lines: list[Line]) -> dict[str, float]:
 
 
 def format_headline(numbers: dict[str, float]) -> str:
-  """The report's text: one line per finding."""
+  """The report's text: one line per finding.
+
+  The measuring cost, the parabola fit (core result 1), the curvature, the run's
+  step against ``s_opt``, the proportionality ``s_opt ~ c |l'_m(0)|`` (core
+  result 2), each strategy's share of the best improvement, the slope ratio per
+  batch-size doubling (core result 3, when measured) and the shape distance of
+  consecutive lines (when there are several).
+
+  Args:
+    numbers: the output of :func:`headline`.
+
+  Returns:
+    The text, lines separated by ``\\n`` (no trailing newline).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from optax_ls.landscape import LineMeter, analyse, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.array([[0.0], [-1.0], [-2.0], [-3.0]])  # the direction batch
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 4, 1)), direction_batch=mine,
+    ...                   steps=grid(-1.0, 3.0, 0.05), update_norm=0.25, step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> numbers = headline(analyse(lines, batch_sizes=(2, 4, 8)), lines)
+    >>> text = format_headline(numbers)
+    >>> len(text.splitlines()), text.splitlines()[2]
+    (8, 'curvature of the fitted parabola: first line 0.5, last 0.5')
+    >>> text.splitlines()[4][:56]
+    "s_opt ~ c |l'_m(0)| (core result 2): c = 0.341, R^2 0.56"
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 4-6 (seed 003).
+  """
   share = numbers.get
   lines = [
       f"lines measured: {numbers['lines']}, {numbers['seconds_per_line_median']:.2f} s per line "
@@ -302,7 +470,13 @@ def _jsonable(value: Any) -> Any:
 def saved_settings(out: str) -> dict[str, Any]:
   """What a run's ``summary.json`` says of it: ``learning_rate``, ``window``, ``title``, ``extra``.
 
-  Empty when there is no summary (lines copied without it).
+  Args:
+    out: the run's output directory.
+
+  Returns:
+    A dict with ``extra`` (the ``settings`` written by :func:`write_report`) and,
+    where known, ``learning_rate``, ``window`` and ``title``; empty when there is
+    no summary (lines copied without it).
   """
   path = os.path.join(out, SUMMARY_FILE)
   if not os.path.exists(path):
@@ -327,8 +501,48 @@ def write_report(lines: list[Line], out: str, *, window: float = 0.2,
                  extra: dict[str, Any] | None = None) -> tuple[str, list[str]]:
   """Analyses ``lines``, writes ``summary.json``, ``report.txt`` and the figures into ``out``.
 
+  :func:`analyse` (default batch sizes, SGD's learning rate the first of
+  ``learning_rates``), :func:`headline`, :func:`format_headline` and
+  :func:`plot_all`. ``summary.json`` holds ``settings`` (``extra``), ``headline``
+  and the whole ``analysis`` (NaN written as ``null``); ``report.txt`` the text.
+
+  Args:
+    lines: the measured lines, in training order.
+    out: the directory written into (created when missing).
+    window: the half-width of the fits and shape distances (seed 003: 0.2 for
+      SGD, 0.5 with momentum).
+    learning_rates: the SGD learning rates compared (``sgd_<lr>`` strategies).
+    title: the figures' title (none when empty).
+    extra: what else to store under ``settings`` in ``summary.json`` (the
+      command stores the config, the settings, its arguments and the title).
+
   Returns:
-    The report's text and the paths of the figures.
+    ``(text, paths)``: the report's text and the paths of the figures.
+
+  Example:
+    >>> import os, tempfile
+    >>> import jax.numpy as jnp
+    >>> from optax_ls.landscape import LineMeter, grid
+    >>> def loss_fn(w, batch):  # per-example losses: a quadratic bowl around each example
+    ...   return 0.5 * jnp.sum((w - batch) ** 2, axis=-1)
+    >>> mine = jnp.linspace(-3.0, 0.0, 16)[:, None]  # a direction batch of 16 examples
+    >>> meter = LineMeter(loss_fn)
+    >>> lines = [  # l(s) = 0.5 (w0 - s)^2: s_opt = w0; the run's step 0.25
+    ...     meter.measure(jnp.full(1, w0), -jnp.ones(1), jnp.zeros((2, 16, 1)),
+    ...                   direction_batch=mine, steps=grid(-1.0, 3.0, 0.05), update_norm=0.25,
+    ...                   step=t)
+    ...     for t, w0 in enumerate((1.0, 0.5))]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   text, paths = write_report(lines, tmp)
+    ...   sorted(os.listdir(tmp))  # doctest: +NORMALIZE_WHITESPACE
+    ['batch_size.png', 'distances.png', 'fits.png', 'lines.png', 'report.txt', 'steps.png',
+     'summary.json']
+    >>> print(text.splitlines()[2])
+    curvature of the fitted parabola: first line 0.5, last 0.5
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021, Sec. 4-6, Fig. 2-4, 6-7 (seed 003).
   """
   analysis = _analysis.analyse(lines, window=window, learning_rates=learning_rates)
   numbers = headline(analysis, lines)
