@@ -48,9 +48,10 @@ def cli_run(tmp_path_factory):
 
 def test_each_step_compiles_once_per_optimizer(cli_run):
   history, _, _, (train_compiles, eval_compiles) = cli_run
-  # 2 optimizers x 2 epochs x 44 steps: one compilation per optimizer, none after.
+  # 2 optimizers x 2 epochs x 44 steps: one compilation per optimizer, none after; the eval
+  # step depends on the model only, so the second optimizer reuses the first one's.
   assert train_compiles == len(history) == 2
-  assert eval_compiles == 2
+  assert eval_compiles == 1
 
 
 def test_default_run_learns(cli_run):

@@ -520,9 +520,12 @@ def evaluate(state: TrainState, source: Any, spec: data.DataSpec, batch_size: in
     True
   """
   _, eval_fn = compiled_steps(mesh)
+  # Without the optimizer, whose state and static fields would make every optimizer of a run
+  # compile its own eval step: the model alone decides the compilation.
+  model_state = state.replace(opt_state=None, tx=None, needs=Needs(), l2=0.0)
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for x, y, mask in data.eval_batches(source, spec, batch_size=batch_size):
-    sums = jax.device_get(eval_fn(state, *global_batch(mesh, x, y, mask)))
+    sums = jax.device_get(eval_fn(model_state, *global_batch(mesh, x, y, mask)))
     for key in totals:
       totals[key] += float(sums[key])
   count = max(totals["count"], 1.0)
