@@ -334,13 +334,18 @@ def test_config_dataclass_is_frozen():
     Config().epochs = 3  # type: ignore[misc]
 
 
-def test_an_argument_no_optimizer_takes_fails_before_any_trains(monkeypatch):
+@pytest.fixture
+def no_training(monkeypatch):
+  """Makes ``run`` fail the test if it starts to train any optimizer."""
   import train.train as train_module
 
   def never(*args, **kwargs):
-    raise AssertionError("an optimizer trained before every optimizer's arguments were checked")
+    raise AssertionError("an optimizer trained before the run's checks were done")
 
   monkeypatch.setattr(train_module, "train_one", never)
+
+
+def test_an_argument_no_optimizer_takes_fails_before_any_trains(no_training):
   config = apply_override(
       dataclasses.replace(get_config("digits_mlp"), optimizers=(OptimizerConfig("sls"),
                                                                 OptimizerConfig("adam"))),
@@ -360,7 +365,7 @@ def test_sgd_takes_its_factory_arguments():
   np.testing.assert_allclose(updates, -0.1 * 1.9 * np.ones(2), rtol=1e-6)
 
 
-def test_a_fresh_run_refuses_an_earlier_runs_checkpoints(npz, tmp_path, monkeypatch):
+def test_a_fresh_run_refuses_an_earlier_runs_checkpoints(npz, tmp_path, request):
   mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
   _steps(npz, mesh, "sgd", 4, tmp_path, checkpoint_every=2)
   # Orbax would skip this run's saves at steps 2 and 4 (not after the latest, 4), and a later
@@ -370,12 +375,7 @@ def test_a_fresh_run_refuses_an_earlier_runs_checkpoints(npz, tmp_path, monkeypa
   state, _ = _steps(npz, mesh, "sgd", 6, tmp_path, checkpoint_every=2, resume=True)
   assert int(state.step) == 6
   # run() checks every optimizer's directory before the first one trains.
-  import train.train as train_module
-
-  def never(*args, **kwargs):
-    raise AssertionError("an optimizer trained before the checkpoint directories were checked")
-
-  monkeypatch.setattr(train_module, "train_one", never)
+  request.getfixturevalue("no_training")
   config = Config(dataset=f"npz:{npz}", model="mlp", model_kwargs={"features": (8,)},
                   optimizers=(OptimizerConfig("sls"), OptimizerConfig("sgd")), epochs=1,
                   batch_size=16, checkpoint_every=2, out=str(tmp_path))

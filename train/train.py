@@ -220,10 +220,10 @@ def create_state(
 def find_in_state(opt_state: Any, key: str) -> Any:
   """The value named ``key`` in an optimizer state, or None when there is none.
 
-  :func:`optax.tree.get` with two differences: a missing name gives None (SGD's
-  state has no ``num_evals``), and where the name occurs twice, as
-  ``learning_rate`` does in a scheduled :func:`optax.inject_hyperparams` state
-  (the current value and the schedule's own state), the array is the one meant.
+  :func:`optax.tree.get` (which gives None for a missing name: SGD's state has no
+  ``num_evals``), except where the name occurs twice, as ``learning_rate`` does in
+  a scheduled :func:`optax.inject_hyperparams` state (the current value and the
+  schedule's own state): there the array is the one meant.
   The train step logs ``learning_rate`` and ``num_evals`` this way.
 
   Args:
@@ -246,11 +246,7 @@ def find_in_state(opt_state: Any, key: str) -> Any:
   try:
     return optax.tree.get(opt_state, key)
   except KeyError:
-    try:
-      return optax.tree.get(opt_state, key,
-                            filtering=lambda _, value: isinstance(value, jax.Array))
-    except KeyError:
-      return None
+    return optax.tree.get(opt_state, key, filtering=lambda _, value: isinstance(value, jax.Array))
 
 
 def _scalar_rate(rate: Any) -> jax.Array:
@@ -790,13 +786,18 @@ def run(config: Config, *, verbose: bool = True) -> History:
         f"`batch_size` {config.batch_size} exceeds the {len(train_source)} training examples."
     )
   steps_per_epoch = data.steps_per_epoch(len(train_source), config.batch_size)
-  for optimizer in config.optimizers:  # every optimizer's arguments, before any of them trains
+  # Before any optimizer trains: every optimizer's arguments, and no earlier run's checkpoints
+  # where one would save its own.
+  for optimizer in config.optimizers:
     try:
       make_optimizer(optimizer, steps_per_epoch=steps_per_epoch,
                      total_steps=steps_per_epoch * config.epochs,
                      dataset_size=len(train_source), batch_size=config.batch_size)
     except (TypeError, ValueError) as e:
       raise type(e)(f"optimizer {optimizer.name!r}: {e}") from e
+    manager = _checkpoint_manager(config, optimizer)
+    if manager is not None:
+      manager.close()
   mesh = make_mesh()
   if config.batch_size % jax.device_count():
     raise ValueError(
@@ -814,10 +815,6 @@ def run(config: Config, *, verbose: bool = True) -> History:
         f"seed {config.seed}",
         flush=True,
     )
-  for optimizer in config.optimizers:  # another run's checkpoints, before any optimizer trains
-    manager = _checkpoint_manager(config, optimizer)
-    if manager is not None:
-      manager.close()
   history: History = {}
   for optimizer in config.optimizers:
     _, history[optimizer.name] = train_one(
