@@ -86,13 +86,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import optax_ls
+from benchmarks import quality_lm
 from models import get_model
 from train import data, report
 from train import train as harness
 from train.config import SHARED_DATA, get_config, positive_float
 from train.optimizers import OPTIMIZERS, OptimizerConfig
 
-BASELINES = ("sgd", "adam", "adamw", "polyak_sgd", "cocob", "prodigy", "optax_backtracking")
+BASELINES = ("sgd", "adam", "adamw", "polyak_sgd", "cocob", "prodigy", "dog",
+             "schedule_free_adamw", "optax_backtracking")
 """The optimizers of ``train/optimizers.py`` that are not optax_ls line searches."""
 
 LINE_SEARCHES = tuple(name for name in OPTIMIZERS if name not in BASELINES)
@@ -758,12 +760,14 @@ def build_parser() -> argparse.ArgumentParser:
       description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog="Line searches: " + ", ".join(LINE_SEARCHES))
-  parser.add_argument("--suite", choices=sorted(SUITES), default="mnist")
+  parser.add_argument("--suite", choices=sorted([*SUITES, "lm"]), default="mnist",
+                      help="mnist, cifar, digits, or lm (a character-level GPT on Shakespeare: "
+                      "benchmarks/quality_lm.py)")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--epochs", type=int, help="epochs per run (default: the suite's budget)")
-  parser.add_argument("--methods", default=",".join(LINE_SEARCHES),
+  parser.add_argument("--methods",
                       help="comma-separated optimizers trained with their defaults "
-                           "(default: every line search)")
+                           "(default: every line search; for lm, its eight)")
   parser.add_argument("--sgd-grid", type=positive_float, nargs="*",
                       default=list(SGD_GRID), help="SGD's learning rates (momentum 0.9, step "
                       "schedule); with no value: no SGD")
@@ -785,6 +789,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a note saying the results are partial (printed with the tables)")
   parser.add_argument("--plot", metavar="JSON",
                       help="only redraw the figures and the tables of this JSON")
+  parser.add_argument("--plot-more", nargs="*", default=[], metavar="JSON",
+                      help="lm: more result files merged with --plot's (parallel parts of one "
+                      "protocol); with --json, the merged file is written there")
+  quality_lm.add_arguments(parser)
   return parser
 
 
@@ -822,6 +830,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """
   parser = build_parser()
   args = parser.parse_args(argv)
+  if args.suite == "lm":
+    if args.methods is None:
+      args.methods = ",".join(quality_lm.LM_METHODS)
+    if not args.seeds or min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
+      parser.error("--seeds: distinct non-negative integers")
+    return quality_lm.main(args, parser, argv)
+  if args.methods is None:
+    args.methods = ",".join(LINE_SEARCHES)
   if args.plot:
     with open(args.plot) as f:
       payload = json.load(f)

@@ -853,6 +853,9 @@ register_baseline("polyak_sgd", lambda: optax.polyak_sgd(max_learning_rate=1.0),
                   pass_value=True)
 register_baseline("cocob", optax.contrib.cocob, "optax.contrib.cocob() (defaults)")
 register_baseline("prodigy", optax.contrib.prodigy, "optax.contrib.prodigy() (defaults)")
+register_baseline("dog", optax.contrib.dog, "optax.contrib.dog() (defaults)")
+register_baseline("schedule_free_adamw", lambda: optax.contrib.schedule_free_adamw(0.1),
+                  "optax.contrib.schedule_free_adamw(0.1) (the harness's learning rate)")
 
 
 @register("optax_backtracking")
@@ -893,6 +896,8 @@ HARNESS_ROWS: dict[str, tuple[str, ...]] = {
     "polyak_sgd": ("polyak_sgd",),
     "cocob": ("cocob",),
     "prodigy": ("prodigy",),
+    "dog": ("dog",),
+    "schedule_free_adamw": ("schedule_free_adamw",),
     "optax_backtracking": ("optax_backtracking",),
     "sls": ("sls_default",),
     "adam_sls": ("adam_sls",),

@@ -12,6 +12,7 @@ whose ``update`` takes the mini-batch objective as ``value_fn``::
   lr = optax.tree.get(state, "learning_rate")
 """
 
+from optax_ls._accumulate import accumulate
 from optax_ls._core import SearchResult, backtracking_search
 from optax_ls._gols import ScaleByGolsIState, gols_i, scale_by_gols_i
 from optax_ls._hypergradient import (
@@ -57,6 +58,7 @@ __all__ = [
     "ScaleByTlrState",
     "SearchResult",
     "a_sls",
+    "accumulate",
     "accuracy",
     "adam_salsa",
     "adam_sls",

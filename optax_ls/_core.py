@@ -324,8 +324,18 @@ def masked_scale(ok: Array, step_size: Array, direction: Any, like: Any) -> Any:
 
 
 def real_vdot(a: Any, b: Any) -> Array:
-  """``<a, b>`` summed over the tree, in float32."""
-  return jnp.asarray(optax.tree.vdot(a, b), jnp.float32).real
+  """``<a, b>`` summed over the tree, as float32.
+
+  The products and the sum are formed in at least float32: bfloat16 (or float16)
+  leaves are widened first, so that a slope or a squared norm of a bfloat16 model is
+  not rounded to 8 bits of mantissa before the search decides with it.
+  """
+  def widen(x: Any) -> Any:
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+  return jnp.asarray(optax.tree.vdot(jax.tree.map(widen, a), jax.tree.map(widen, b)),
+                     jnp.float32).real
 
 
 # ---------------------------------------------------------------------------

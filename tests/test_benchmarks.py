@@ -202,3 +202,16 @@ def test_resnet20_steps_commit_the_statistics_of_the_main_pass():
   np.testing.assert_allclose(problem.value_fn(other, x, y)(problem.params),
                              problem.value_fn(problem.model_state, x, y)(problem.params),
                              rtol=1e-6)
+
+
+def test_transformer_step_benchmark_times_each_optimizer(tmp_path):
+  from benchmarks import transformer_step
+
+  path = tmp_path / "step.json"
+  payload = transformer_step.main(["--model", "gpt", "--vocab", "40", "--context", "16",
+                                   "--batch-size", "4", "--rounds", "2",
+                                   "--optimizers", "adam,adam_salsa", "--json", str(path)])
+  rows = {row["optimizer"]: row for row in payload["rows"]}
+  assert rows["adam"]["ratio_to_reference"] == 1.0
+  assert len(rows["adam_salsa"]["seconds"]) == 2 and rows["adam_salsa"]["evals_per_step"] >= 1
+  assert json.loads(path.read_text())["rows"][1]["optimizer"] == "adam_salsa"

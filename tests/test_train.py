@@ -148,7 +148,8 @@ def test_batch_size_must_fit_the_data_and_the_devices():
 # train step run by default; the other optax_ls methods are covered by the
 # common suite (tests/test_common.py) and by the default run (sls), and run here
 # with the slow tests.
-_DEFAULT_OPTIMIZERS = {"sgd", "adam", "adamw", "polyak_sgd", "cocob", "prodigy",
+_DEFAULT_OPTIMIZERS = {"sgd", "adam", "adamw", "polyak_sgd", "cocob", "prodigy", "dog",
+                       "schedule_free_adamw",
                        "optax_backtracking", "l_sls", "a_sls", "sa_sls", "labpal_sgd", "pls"}
 
 

@@ -58,6 +58,13 @@ class Config:
       and dropout.
     max_steps: stop after this many updates (None: all epochs); schedules still
       span all epochs, so a run stopped early and resumed equals a longer one.
+    accumulation_steps: split every batch into this many micro-batches, evaluated one
+      after the other for the gradient and for every line-search trial (gradient
+      accumulation: the same objective as the whole batch, in less memory);
+      ``batch_size`` must be a multiple of it times the number of devices.
+    sequence_length: text data only: the context of a language model's windows
+      (``lm``), or the padded length of a classified sentence (``text``); None for the
+      data's default (64 and 128, see :func:`train.data.load`).
     log_every: write a metrics line every this many updates.
     checkpoint_every: save an orbax checkpoint every this many updates (0: never;
       needs ``out``).
@@ -81,6 +88,8 @@ class Config:
   augment: bool = True
   seed: int = 0
   max_steps: int | None = None
+  accumulation_steps: int = 1
+  sequence_length: int | None = None
   log_every: int = 10
   checkpoint_every: int = 0
   resume: bool = False
@@ -90,12 +99,17 @@ class Config:
     """Checks the fields that do not depend on the data; returns ``self``."""
     if self.model_kwargs is None or "num_classes" in self.model_kwargs:
       raise ValueError("`model_kwargs` must not set num_classes: the data set decides it.")
-    positive = ("epochs", "batch_size", "eval_batch_size", "log_every")
+    positive = ("epochs", "batch_size", "eval_batch_size", "log_every", "accumulation_steps")
     for field in positive:
       if getattr(self, field) < 1:
         raise ValueError(f"`{field}` must be >= 1, got {getattr(self, field)}.")
     if self.max_steps is not None and self.max_steps < 1:
       raise ValueError(f"`max_steps` must be >= 1 or None, got {self.max_steps}.")
+    if self.batch_size % self.accumulation_steps:
+      raise ValueError(f"`batch_size` {self.batch_size} must be a multiple of "
+                       f"`accumulation_steps` {self.accumulation_steps}.")
+    if self.sequence_length is not None and self.sequence_length < 1:
+      raise ValueError(f"`sequence_length` must be >= 1 or None, got {self.sequence_length}.")
     if self.checkpoint_every < 0:
       raise ValueError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
     if (self.checkpoint_every or self.resume) and self.out is None:
@@ -250,6 +264,99 @@ def imagenet_resnet50() -> Config:
   )
 
 
+SHAKESPEARE_FILE = "tiny_shakespeare_train.txt"
+"""The tfds ``tiny_shakespeare`` train split as one text file (1,003,854 characters), in
+:data:`SHARED_DATA` or ``--data-dir``."""
+
+
+def shakespeare_char_gpt() -> Config:
+  """A character-level GPT on Shakespeare, sized for a CPU: trains in minutes.
+
+  ``gpt_nano`` (4 layers, 4 heads, width 128, context 64, dropout 0.1: 0.81M parameters) on
+  the file :data:`SHAKESPEARE_FILE` (``--data-dir``, by default :data:`SHARED_DATA`), its
+  last 10% held out for validation; random windows of 64 characters, batch 32, one epoch
+  (441 updates: as many windows as the training text holds 64-character blocks). Adam +
+  SaLSa at its defaults against AdamW with the standard transformer recipe (peak 3e-3, 5%
+  linear warm-up, cosine decay to 0, weight decay 0.1). The metrics add bits per character.
+  ``--dataset tiny_shakespeare`` reads the tfds data set instead (prepared in ``--data-dir``).
+  """
+  return Config(
+      name="shakespeare_char_gpt",
+      dataset="text:" + SHAKESPEARE_FILE,
+      data_dir=SHARED_DATA,
+      test_fraction=0.1,
+      model="gpt_nano",
+      model_kwargs={"dropout_rate": 0.1},
+      optimizers=(
+          OptimizerConfig("adam_salsa"),
+          OptimizerConfig("adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=22,
+                          weight_decay=0.1),
+      ),
+      epochs=1,
+      batch_size=32,
+      eval_batch_size=256,
+      augment=True,
+      sequence_length=64,
+      log_every=20,
+  )
+
+
+def shakespeare_char_gpt2_small() -> Config:
+  """The GPT-2-small architecture on Shakespeare characters, for an accelerator.
+
+  ``gpt2_small`` (12 layers, 12 heads, width 768) with a context of 256 and the character
+  vocabulary (85M parameters), dropout 0.1, batch 64, 100 epochs of 55 updates (an epoch
+  holds as many windows as the text holds 256-character blocks);
+  Adam + SaLSa against AdamW (peak 6e-4, 5% warm-up, cosine, weight decay 0.1). On a CPU
+  one update takes seconds: use ``--max-steps`` or an accelerator.
+  """
+  return dataclasses.replace(
+      shakespeare_char_gpt(),
+      name="shakespeare_char_gpt2_small",
+      model="gpt2_small",
+      model_kwargs={"context": 256, "dropout_rate": 0.1},
+      optimizers=(
+          OptimizerConfig("adam_salsa"),
+          OptimizerConfig("adamw", learning_rate=6e-4, schedule="cosine", warmup_steps=275,
+                          weight_decay=0.1),
+      ),
+      epochs=100,
+      batch_size=64,
+      eval_batch_size=64,
+      sequence_length=256,
+      log_every=50,
+  )
+
+
+def sst2_encoder() -> Config:
+  """A small BERT-style encoder trained from scratch on GLUE SST-2 (tfds ``glue/sst2``).
+
+  ``encoder_tiny`` (4 layers, 4 heads, width 128) on byte tokens (``[CLS]`` + UTF-8 bytes,
+  padded to 128), 67,349 training sentences, the validation split (872) as the test set;
+  batch 32, 3 epochs; Adam + SaLSa against AdamW (peak 1e-3, 5% warm-up, cosine, weight
+  decay 0.01). SaLSa's paper fine-tunes a pre-trained BERT (Sec. IV); there are no
+  pre-trained weights here, so this is training from scratch. Needs the data set prepared
+  with ``tfds build glue/sst2 --file_format=array_record`` in ``--data-dir`` (or
+  ``--dataset tsv:PATH`` with lines ``sentence<TAB>label``).
+  """
+  return Config(
+      name="sst2_encoder",
+      dataset="glue/sst2",
+      model="encoder_tiny",
+      model_kwargs={"dropout_rate": 0.1},
+      optimizers=(
+          OptimizerConfig("adam_salsa"),
+          OptimizerConfig("adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=315,
+                          weight_decay=0.01),
+      ),
+      epochs=3,
+      batch_size=32,
+      eval_batch_size=256,
+      sequence_length=128,
+      log_every=50,
+  )
+
+
 CONFIGS: dict[str, Callable[[], Config]] = {
     fn.__name__: fn
     for fn in (
@@ -262,6 +369,9 @@ CONFIGS: dict[str, Callable[[], Config]] = {
         cifar10_densenet121,
         cifar100_wrn16_4,
         imagenet_resnet50,
+        shakespeare_char_gpt,
+        shakespeare_char_gpt2_small,
+        sst2_encoder,
     )
 }
 """The named configurations: the papers' experiments."""
@@ -289,6 +399,11 @@ def get_config(name: str) -> Config:
     60, 120 and 160).
   * ``mnist_subset_mlp``, ``cifar10_resnet20_subset``: short runs on the real subsets in
     :data:`SHARED_DATA` (ResNet-20 on about 9% of CIFAR-10, as seed 003 trains on 8%).
+  * ``shakespeare_char_gpt``: a character-level GPT (``gpt_nano``) on the Shakespeare text
+    file, CPU-sized (one epoch of 441 updates); ``shakespeare_char_gpt2_small``: the GPT-2
+    small architecture with a context of 256 on the same data, for an accelerator;
+    ``sst2_encoder``: a small encoder classifier on GLUE SST-2 (tfds). Adam + SaLSa against
+    AdamW with warm-up and cosine decay (Kenneweg et al. 2024 train transformers, Sec. IV).
   * ``imagenet_resnet50``: ResNet-50 on ImageNet with the common hyperparameters (He et al.
     2016, Goyal et al. 2017: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 256, 90 epochs)
     against SLS; the rate follows the harness's multistep schedule (divided by 10 at 50% and

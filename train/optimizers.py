@@ -144,6 +144,14 @@ def _adamw(ctx: _Context) -> optax.GradientTransformation:
   )
 
 
+def _schedule_free_adamw(ctx: _Context) -> optax.GradientTransformation:
+  cfg = ctx.config
+  return optax.contrib.schedule_free_adamw(
+      **{"learning_rate": cfg.learning_rate, "warmup_steps": cfg.warmup_steps or None,
+         "weight_decay": cfg.weight_decay, **cfg.kwargs}
+  )
+
+
 def _with_epoch(factory: Callable[..., Any]) -> Callable[[_Context], Any]:
   """A line search whose step-size reset needs the number of batches per epoch."""
   return lambda ctx: factory(
@@ -183,6 +191,12 @@ OPTIMIZERS: dict[str, _Entry] = {
     ),
     "cocob": _Entry(_plain(optax.contrib.cocob), description="COCOB-Backprop"),
     "prodigy": _Entry(_plain(optax.contrib.prodigy), description="Prodigy"),
+    "dog": _Entry(_plain(optax.contrib.dog), description="DoG (distance over gradients)"),
+    "schedule_free_adamw": _Entry(
+        _schedule_free_adamw,
+        description="schedule-free AdamW (learning_rate, warmup_steps, decoupled weight_decay); "
+        "evaluated at its averaged weights",
+    ),
     "optax_backtracking": _Entry(
         lambda ctx: optax.chain(
             optax.sgd(learning_rate=1.0),
@@ -303,5 +317,6 @@ def make_optimizer(
   entry = OPTIMIZERS[config.name]
   ctx = _Context(config, steps_per_epoch, total_steps, dataset_size, batch_size)
   tx = optax.with_extra_args_support(entry.build(ctx))
-  l2 = 0.0 if config.name == "adamw" else float(config.weight_decay)
+  decoupled = ("adamw", "schedule_free_adamw")
+  l2 = 0.0 if config.name in decoupled else float(config.weight_decay)
   return Built(tx, entry.needs, l2)

@@ -43,6 +43,8 @@ def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -
       f"train_loss {evals['train_loss']:.4f}  test_loss {evals['test_loss']:.4f}  "
       f"test_acc {evals['test_accuracy']:.4f}"
   )
+  if "test_bits_per_char" in evals:
+    line += f"  test_bpc {evals['test_bits_per_char']:.3f}"
   if train and "learning_rate" in train[-1]:
     line += f"  step_size {train[-1]['learning_rate']:.3g}"
   if train and "evals_per_step" in train[-1]:

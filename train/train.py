@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 import time
@@ -58,6 +59,8 @@ class TrainState(struct.PyTreeNode):
     tx: the optimizer.
     needs: the extra ``update`` inputs ``tx`` takes (see :class:`train.optimizers.Needs`).
     l2: the L2 coefficient of the training objective.
+    accumulation_steps: the number of micro-batches each batch is split into
+      (:func:`optax_ls.accumulate`; 1 for none).
   """
 
   step: jax.Array
@@ -69,6 +72,7 @@ class TrainState(struct.PyTreeNode):
   tx: optax.GradientTransformationExtraArgs = struct.field(pytree_node=False)
   needs: Needs = struct.field(pytree_node=False, default=Needs())
   l2: float = struct.field(pytree_node=False, default=0.0)
+  accumulation_steps: int = struct.field(pytree_node=False, default=1)
 
 
 def maybe_initialize_distributed() -> bool:
@@ -104,7 +108,11 @@ def make_mesh() -> Mesh:
     >>> mesh.axis_names, mesh.size == jax.device_count()
     (('data',), True)
   """
-  return jax.make_mesh((jax.device_count(),), ("data",))
+  # Auto axes: XLA propagates the batch sharding through the model (an embedding lookup by
+  # sharded token ids included) and inserts the all-reduces. Explicit axes, make_mesh's
+  # default, would make every such gather name its output sharding.
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -158,6 +166,7 @@ def create_state(
     total_steps: int,
     dataset_size: int,
     batch_size: int,
+    accumulation_steps: int = 1,
 ) -> TrainState:
   """A fresh :class:`TrainState` for ``optimizer`` holding a copy of ``variables``.
 
@@ -175,6 +184,7 @@ def create_state(
     total_steps: updates of the whole run (the schedules' length).
     dataset_size: training examples (LABPAL's noise adaptation).
     batch_size: examples per update, global over all devices (LABPAL's noise adaptation).
+    accumulation_steps: micro-batches per update (gradient accumulation; 1 for none).
 
   Returns:
     The state, with ``tx``, ``needs`` and ``l2`` of the built optimizer.
@@ -214,6 +224,7 @@ def create_state(
       tx=built.tx,
       needs=built.needs,
       l2=built.l2,
+      accumulation_steps=accumulation_steps,
   )
 
 
@@ -249,6 +260,11 @@ def find_in_state(opt_state: Any, key: str) -> Any:
     return optax.tree.get(opt_state, key, filtering=lambda _, value: isinstance(value, jax.Array))
 
 
+def _per_example(losses: jax.Array) -> jax.Array:
+  """Per-example values ``[B]`` from per-example or per-token ones (``[B, T]``: the mean over T)."""
+  return jnp.mean(losses, axis=tuple(range(1, losses.ndim))) if losses.ndim > 1 else losses
+
+
 def _scalar_rate(rate: Any) -> jax.Array:
   """The logged step size: the mean over the leaves of a per-layer rate tree."""
   leaves = [jnp.mean(jnp.asarray(x, jnp.float32)) for x in jax.tree.leaves(rate)]
@@ -265,12 +281,21 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
     L(w) = \frac{1}{B} \sum_{i=1}^{B} \ell(f(w; x_i), y_i) + \frac{\lambda}{2}
     \lVert w \rVert^2,
 
-  with :math:`\ell` the softmax cross entropy (in float32) and :math:`\lambda` = ``state.l2``,
-  and its gradient in train mode; calls ``state.tx.update`` with ``value``, ``grad`` and
-  ``value_fn`` (:math:`L` as a function of the parameters, on the same batch, dropout key and
-  batch statistics), and ``metric_fn``/``metric_value`` or ``per_example_loss_fn``
-  where ``state.needs`` says so; applies the updates and commits the batch
-  statistics of the main pass (those of the line search's trials are dropped).
+  with :math:`\ell` the softmax cross entropy (in float32; for a language model, whose labels
+  are ``[B, T]`` tokens, the mean over the tokens) and :math:`\lambda` = ``state.l2``, and its
+  gradient in train mode; calls ``state.tx.update`` with ``value``, ``grad``, ``value_fn``
+  (:math:`L` as a function of the parameters, on the same batch and batch statistics, taking
+  the dropout key as its keyword argument ``dropout_key``) and ``dropout_key`` itself, which
+  ``update`` routes to every ``value_fn`` call, and ``metric_fn``/``metric_value`` or
+  ``per_example_loss_fn`` where ``state.needs`` says so; applies the updates and commits the
+  batch statistics of the main pass (those of the line search's trials are dropped).
+
+  With ``state.accumulation_steps`` :math:`k > 1` the batch is split into :math:`k`
+  micro-batches (:func:`optax_ls.accumulate`: a :func:`jax.lax.scan`, so activation memory
+  does not grow with :math:`k`); the loss, the gradient and every ``value_fn`` trial are the
+  means over the same micro-batches, i.e. :math:`L` above up to rounding (BatchNorm aside:
+  its batch statistics are then those of each micro-batch, and the running statistics take
+  their mean).
 
   The harness runs it as ``jax.jit(train_step, donate_argnums=0)`` with the state replicated
   and ``x``, ``y`` sharded over the mesh's ``'data'`` axis (:func:`compiled_steps`). Under
@@ -281,9 +306,9 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
 
   Args:
     state: the current state (donated by the harness's compiled step).
-    x: a batch of inputs, ``[B, *image_shape]`` float32, normalised as by
-      :func:`train.data.batches`.
-    y: the integer labels, ``[B]``.
+    x: a batch of inputs as :func:`train.data.batches` gives them: ``[B, *image_shape]``
+      float32 normalised images, or int32 tokens ``[B, T]``.
+    y: the integer labels, ``[B]``, or the next tokens ``[B, T]`` of a language model.
 
   Returns:
     The new state and the metrics ``loss`` (:math:`L(w)` above) and ``accuracy`` of the batch
@@ -317,13 +342,16 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
     True
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  k = state.accumulation_steps
+  metric = getattr(optax_ls, state.needs.metric) if state.needs.metric in (
+      "accuracy", "smooth_accuracy") else None
 
-  def forward(params: Any) -> tuple[jax.Array, Any]:
+  def forward(params: Any, x: jax.Array, dropout_key: jax.Array) -> tuple[jax.Array, Any]:
     logits, mutated = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats},
         x,
         train=True,
-        rngs={"dropout": key},
+        rngs={"dropout": dropout_key},
         mutable=["batch_stats"],
     )
     return logits, mutated.get("batch_stats", {})
@@ -333,30 +361,55 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
       return jnp.zeros((), jnp.float32)
     return 0.5 * state.l2 * optax.tree.norm(params, squared=True).astype(jnp.float32)
 
-  def loss_and_aux(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-    logits, batch_stats = forward(params)
-    return jnp.mean(cross_entropy(logits, y)) + regulariser(params), (logits, batch_stats)
+  def batch_loss(params: Any, batch: tuple[jax.Array, jax.Array], dropout_key: jax.Array):
+    """The data loss of a (micro-)batch, with its accuracy, statistics and metric."""
+    logits, batch_stats = forward(params, batch[0], dropout_key)
+    aux = {"accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == batch[1]),
+           "batch_stats": batch_stats}
+    if metric is not None:
+      aux["metric"] = metric(logits, batch[1])
+    return jnp.mean(cross_entropy(logits, batch[1])), aux
 
-  def value_fn(params: Any) -> jax.Array:
-    return loss_and_aux(params)[0]
+  # Over the k micro-batches of (x, y), one after the other (optax_ls.accumulate: a lax.scan);
+  # k = 1 is the plain batch. The running statistics of BatchNorm average those of the
+  # micro-batches.
+  grad_fn = optax_ls.accumulate(jax.value_and_grad(batch_loss, has_aux=True), k)
+  (loss, aux), grads = grad_fn(state.params, (x, y), key)
+  if state.l2:
+    reg, reg_grads = jax.value_and_grad(regulariser)(state.params)
+    loss = loss + reg
+    grads = jax.tree.map(jnp.add, grads, reg_grads)
+  data_loss = optax_ls.accumulate(lambda p, b, r: batch_loss(p, b, r)[0], k)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(
-      state.params
-  )
+  def value_fn(params: Any, *, dropout_key: jax.Array) -> jax.Array:
+    # The dropout key reaches the search through update's keyword arguments: every trial of
+    # one update sees the same masks, so the search compares one objective.
+    return data_loss(params, (x, y), dropout_key) + regulariser(params)
+
   extra: dict[str, Any] = {}
-  if state.needs.metric in ("accuracy", "smooth_accuracy"):
-    metric = getattr(optax_ls, state.needs.metric)
-    extra["metric_fn"] = lambda p: metric(forward(p)[0], y)
-    extra["metric_value"] = metric(logits, y)
+  if metric is not None:
+    metric_of = optax_ls.accumulate(lambda p, b: metric(forward(p, b[0], key)[0], b[1]), k)
+    extra["metric_fn"] = lambda p: metric_of(p, (x, y))
+    extra["metric_value"] = aux["metric"]
   if state.needs.per_example:
-    extra["per_example_loss_fn"] = lambda p: cross_entropy(forward(p)[0], y) + regulariser(p)
+
+    def per_example_loss_fn(p: Any) -> jax.Array:
+      # Per-example losses of every micro-batch, back in the batch's order.
+      micro = jnp.reshape(jnp.arange(x.shape[0]), (-1, k)).T
+      losses = jax.lax.map(
+          lambda idx: _per_example(cross_entropy(forward(p, x[idx], key)[0], y[idx])), micro)
+      return jnp.reshape(losses.T, (-1,)) + regulariser(p)
+
+    extra["per_example_loss_fn"] = per_example_loss_fn
   updates, opt_state = state.tx.update(
-      grads, state.opt_state, state.params, value=loss, grad=grads, value_fn=value_fn, **extra
+      grads, state.opt_state, state.params, value=loss, grad=grads, value_fn=value_fn,
+      dropout_key=key, **extra
   )
+  batch_stats = aux["batch_stats"]
   params = optax.apply_updates(state.params, updates)
   metrics = {
       "loss": loss,
-      "accuracy": jnp.mean(jnp.argmax(logits, axis=-1) == y),
+      "accuracy": aux["accuracy"],
       "grad_norm": optax.tree.norm(grads),
       "update_norm": optax.tree.norm(updates),
   }
@@ -377,9 +430,10 @@ def eval_step(state: TrainState, x: jax.Array, y: jax.Array, mask: jax.Array) ->
   logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x,
                           train=False)
   weights = mask.astype(jnp.float32)
+  correct = (jnp.argmax(logits, axis=-1) == y).astype(jnp.float32)
   return {
-      "loss_sum": jnp.sum(cross_entropy(logits, y) * weights),
-      "correct": jnp.sum((jnp.argmax(logits, axis=-1) == y) * weights),
+      "loss_sum": jnp.sum(_per_example(cross_entropy(logits, y)) * weights),
+      "correct": jnp.sum(_per_example(correct) * weights),
       "count": jnp.sum(weights),
   }
 
@@ -518,7 +572,8 @@ def evaluate(state: TrainState, source: Any, spec: data.DataSpec, batch_size: in
   _, eval_fn = compiled_steps(mesh)
   # Without the optimizer, whose state and static fields would make every optimizer of a run
   # compile its own eval step: the model alone decides the compilation.
-  model_state = state.replace(opt_state=None, tx=None, needs=Needs(), l2=0.0)
+  model_state = state.replace(params=eval_params(state), opt_state=None, tx=None, needs=Needs(),
+                              l2=0.0, accumulation_steps=1)
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for x, y, mask in data.eval_batches(source, spec, batch_size=batch_size):
     sums = jax.device_get(eval_fn(model_state, *global_batch(mesh, x, y, mask)))
@@ -526,6 +581,38 @@ def evaluate(state: TrainState, source: Any, spec: data.DataSpec, batch_size: in
       totals[key] += float(sums[key])
   count = max(totals["count"], 1.0)
   return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
+
+
+def eval_params(state: TrainState) -> Any:
+  """The parameters to evaluate: ``state.params``, or a schedule-free optimizer's average.
+
+  Schedule-free methods (:func:`optax.contrib.schedule_free_adamw`) train at an
+  interpolation of two sequences and are meant to be evaluated at their average
+  (:func:`optax.contrib.schedule_free_eval_params`); every other optimizer is evaluated
+  where it stands.
+
+  Args:
+    state: a :class:`TrainState`.
+
+  Returns:
+    A tree shaped like ``state.params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from models import get_model
+    >>> from train import OptimizerConfig
+    >>> model = get_model("mlp", features=(4,), num_classes=3)
+    >>> variables = init_variables(model, jax.random.key(0), jnp.zeros((1, 2, 2, 1)))
+    >>> state = create_state(model, variables, OptimizerConfig("sgd"), seed=0, steps_per_epoch=1,
+    ...                      total_steps=1, dataset_size=1, batch_size=1)
+    >>> eval_params(state) is state.params
+    True
+  """
+  is_schedule_free = lambda x: isinstance(x, optax.contrib.ScheduleFreeState)  # noqa: E731
+  for leaf in jax.tree.leaves(state.opt_state, is_leaf=is_schedule_free):
+    if is_schedule_free(leaf):
+      return optax.contrib.schedule_free_eval_params(leaf, state.params)
+  return state.params
 
 
 @dataclasses.dataclass
@@ -641,6 +728,7 @@ def train_one(
       total_steps=schedule_steps,
       dataset_size=len(train_source),
       batch_size=config.batch_size,
+      accumulation_steps=config.accumulation_steps,
   )
   state = replicate(state, mesh)
   records: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
@@ -662,7 +750,7 @@ def train_one(
   def eval_record(state, epoch, step, epoch_losses, epoch_start) -> dict[str, Any]:
     test = evaluate(state, test_source, spec, eval_batch, mesh)
     losses = [float(v) for v in jax.device_get(epoch_losses)]
-    return {
+    record = {
         "epoch": epoch,
         "step": step,
         "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -670,6 +758,10 @@ def train_one(
         "test_accuracy": test["accuracy"],
         "seconds": time.perf_counter() - epoch_start,
     }
+    if spec.kind == "lm":  # nats per character -> bits per character
+      record["train_bits_per_char"] = record["train_loss"] / math.log(2)
+      record["test_bits_per_char"] = record["test_loss"] / math.log(2)
+    return record
 
   def echo(line: str) -> None:
     if verbose and jax.process_index() == 0:
@@ -777,9 +869,11 @@ def run(config: Config, *, verbose: bool = True) -> History:
   config.validate()
   maybe_initialize_distributed()
   start = time.perf_counter()
+  lengths = {} if config.sequence_length is None else {
+      "context": config.sequence_length, "max_length": config.sequence_length}
   train_source, test_source, spec = data.load(
       config.dataset, data_dir=config.data_dir, seed=config.seed,
-      test_fraction=config.test_fraction,
+      test_fraction=config.test_fraction, **lengths,
   )
   if config.batch_size > len(train_source):
     raise ValueError(
@@ -799,9 +893,10 @@ def run(config: Config, *, verbose: bool = True) -> History:
     if manager is not None:
       manager.close()
   mesh = make_mesh()
-  if config.batch_size % jax.device_count():
+  if config.batch_size % (jax.device_count() * config.accumulation_steps):
     raise ValueError(
-        f"`batch_size` {config.batch_size} must be a multiple of the {jax.device_count()} devices."
+        f"`batch_size` {config.batch_size} must be a multiple of the {jax.device_count()} "
+        f"devices times the {config.accumulation_steps} micro-batches (accumulation_steps)."
     )
   model = get_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
   sample, _ = next(data.batches(train_source, spec, batch_size=1, seed=0, epoch=0, augment=False))
