@@ -233,3 +233,85 @@ def test_the_mnist_suite_runs_on_the_real_subset(tmp_path):
                           "--out", str(tmp_path)])
   assert payload["settings"]["num_train"] + payload["settings"]["num_val"] == 8000
   assert all(r["val_accuracy"] > 0.8 for r in payload["results"])
+
+
+# The lm suite (benchmarks/quality_lm.py).
+
+
+def _lm_result(label, group, seed, bpc, lr=None, method=None):
+  optimizer = {"name": method or label.split()[0], "learning_rate": lr or 0.1, "kwargs": {}}
+  steps = list(range(1, 11))
+  return {"label": label, "group": group, "method": optimizer["name"], "seed": seed,
+          "optimizer": optimizer, "val_bpc": bpc, "val_accuracy": 0.3, "train_bpc": bpc + 0.01,
+          "diverged": False, "wall_s": 10.0 + seed, "evals_per_step": 1.5 if group ==
+          "line_search" else None, "final_step_size": 1e-3,
+          "curve": {"step": steps, "step_size": [1e-3] * 10, "loss": [2.0] * 10,
+                    "evals": [1.0] * 10}}
+
+
+def _lm_payload(results, seeds=(0, 1)):
+  settings = {"suite": "lm", "dataset": "text:tiny.txt", "model": "gpt_nano", "num_params": 10,
+              "batch_size": 32, "context": 64, "steps": 10, "num_val": 5, "seeds": list(seeds)}
+  return {"date": "d", "device": "cpu", "command": "c", "settings": settings, "results": results,
+          "partial_note": ""}
+
+
+def test_lm_suite_tunes_by_the_lowest_bits_per_character_and_tabulates(tmp_path):
+  from benchmarks import quality_lm
+
+  results = []
+  for seed in (0, 1):
+    results += [_lm_result("adam_salsa", "line_search", seed, 3.50 + 0.02 * seed),
+                _lm_result("prodigy", "peer", seed, 3.60),
+                _lm_result("adamw lr=0.001", "adamw", seed, 3.40, lr=1e-3),
+                _lm_result("adamw lr=0.003", "adamw", seed, 3.30 + 0.04 * seed, lr=3e-3),
+                _lm_result("adamw lr=0.01", "adamw", seed, 3.70, lr=1e-2)]
+  summary = quality_lm.summarise(results)
+  best = quality_lm.tuned(summary, "adamw")
+  assert best["label"] == "adamw lr=0.003" and not best["at_edge"] and best["grid_size"] == 3
+  assert best["val_bpc"]["mean"] == pytest.approx(3.32)
+  assert best["val_bpc"]["std"] == pytest.approx(np.std([3.30, 3.34], ddof=1))
+  text = quality_lm.markdown(_lm_payload(results))
+  rows = [line for line in text.splitlines() if line.startswith("| ")]
+  # Sorted by validation bits per character: tuned AdamW, adam_salsa, prodigy.
+  assert [r.split(" | ")[0] for r in rows[1:4]] == ["| AdamW, warm-up + cosine", "| adam_salsa",
+                                                    "| prodigy"]
+  assert "+0.190" in rows[2]  # adam_salsa's 3.51 against the tuned 3.32
+  assert "within 0.05 bits per character of tuned AdamW" in text and text.strip().endswith(
+      "none.")
+  paths = quality_lm.plot(_lm_payload(results), str(tmp_path / "lm"))
+  assert all(os.path.getsize(p) > 0 for p in paths) and len(paths) == 3
+
+
+def test_lm_suite_merges_parallel_result_files(tmp_path):
+  from benchmarks import quality_lm
+
+  a = _lm_payload([_lm_result("adam_salsa", "line_search", s, 3.5) for s in (0, 1, 2)])
+  b = _lm_payload([_lm_result("adamw lr=0.003", "adamw", s, 3.3, lr=3e-3) for s in (0, 2)])
+  for name, payload in (("a", a), ("b", b)):
+    (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+  merged = quality_lm.merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+  assert merged["settings"]["seeds"] == [0, 1, 2]
+  assert [(r["label"], r["seed"]) for r in merged["results"]] == [
+      ("adam_salsa", 0), ("adam_salsa", 1), ("adam_salsa", 2), ("adamw lr=0.003", 0),
+      ("adamw lr=0.003", 2)]
+  b["settings"]["steps"] = 11
+  (tmp_path / "b.json").write_text(json.dumps(b))
+  with pytest.raises(ValueError, match="different settings"):
+    quality_lm.merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+
+
+def test_lm_suite_draws_the_training_windows_by_seed(tmp_path):
+  from benchmarks import quality_lm
+
+  text = "".join(chr(97 + (i * 7) % 26) for i in range(4000))
+  (tmp_path / "t.txt").write_text(text)
+  config = dataclasses.replace(get_config("shakespeare_char_gpt"), dataset="text:t.txt",
+                               data_dir=str(tmp_path), sequence_length=8, batch_size=4)
+  train, val, spec = quality_lm.load_splits(config, steps=20)
+  assert len(train) == 80 and spec.num_train == 80
+  assert len(val) == (400 - 1 - 8) // 8  # the last 10% of the text, in windows of 8
+  other, _, _ = quality_lm.load_splits(dataclasses.replace(config, seed=1), steps=20)
+  assert not np.array_equal(train.indices, other.indices)
+  with pytest.raises(ValueError, match="exceeds"):
+    quality_lm.load_splits(config, steps=1000)
