@@ -208,10 +208,13 @@ def test_transformer_step_benchmark_times_each_optimizer(tmp_path):
   from benchmarks import transformer_step
 
   path = tmp_path / "step.json"
-  payload = transformer_step.main(["--model", "gpt", "--vocab", "40", "--context", "16",
+  payload = transformer_step.main(["--model", "gpt", "--layers", "1", "--width", "16",
+                                   "--vocab", "40", "--context", "16",
                                    "--batch-size", "4", "--rounds", "2",
                                    "--optimizers", "adam,adam_salsa", "--json", str(path)])
   rows = {row["optimizer"]: row for row in payload["rows"]}
   assert rows["adam"]["ratio_to_reference"] == 1.0
   assert len(rows["adam_salsa"]["seconds"]) == 2 and rows["adam_salsa"]["evals_per_step"] >= 1
+  assert rows["adam_salsa"]["first_call_evals"] >= 1 and rows["adam"]["evals_per_step"] == 0
+  assert payload["rounds"] == 2
   assert json.loads(path.read_text())["rows"][1]["optimizer"] == "adam_salsa"
