@@ -40,6 +40,8 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from sklearn.datasets import load_digits
 
+from models.transformer import BYTE_OFFSET, CLS_ID, PAD_ID
+
 DIGITS_NUM_CLASSES = 10
 
 IMAGENET_RESIZE = 256
@@ -55,13 +57,10 @@ KINDS = ("image", "lm", "text")
 """The kinds of data (:attr:`DataSpec.kind`): images, character language modelling and
 sentence classification."""
 
-PAD_ID = 0
-"""The padding token of sentence classification (and the id :func:`eval_batches` pads with)."""
-CLS_ID = 1
-"""The token that starts every sentence of sentence classification."""
-BYTE_OFFSET = 2
-"""A byte ``b`` of a UTF-8 sentence is the token ``b + BYTE_OFFSET``."""
-BYTE_VOCAB = 258
+# The byte tokens of sentence classification are the encoder's (models.transformer): PAD_ID
+# pads (and eval_batches pads with it), CLS_ID starts every sentence, a byte b is the token
+# b + BYTE_OFFSET.
+BYTE_VOCAB = BYTE_OFFSET + 256
 """The number of token ids of sentence classification: PAD, CLS and 256 bytes."""
 
 
