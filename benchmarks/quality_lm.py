@@ -282,7 +282,7 @@ def plot(payload: dict[str, Any], prefix: str) -> list[str]:
   shown += [b for b in (tuned(summary, g) for g in ("adamw", "adam", "schedule_free")) if b]
   shown.sort(key=lambda s: math.inf if s["val_bpc"]["mean"] is None else s["val_bpc"]["mean"])
 
-  fig = q._figure(max(6.0, 0.6 * len(shown) + 2), 4.2)
+  fig = q._figure(max(6.0, 0.6 * len(shown) + 2), 5.0)
   ax = fig.subplots()
   for i, s in enumerate(shown):
     values = [r["val_bpc"] for r in results if r["label"] == s["label"] and r["val_bpc"]]
@@ -295,11 +295,12 @@ def plot(payload: dict[str, Any], prefix: str) -> list[str]:
     ax.axhline(best["val_bpc"]["mean"] + WITHIN_BITS, color="tab:red", ls="--", lw=1,
                label=f"tuned AdamW + {WITHIN_BITS}")
     ax.legend(loc="upper left")
-  means = [s["val_bpc"]["mean"] for s in shown if s["val_bpc"]["mean"] is not None]
-  if means:
-    ax.set_ylim(min(means) - 0.1, max(means) + 0.15)
+  lows = [s["val_bpc"]["min"] for s in shown if s["val_bpc"]["min"] is not None]
+  highs = [s["val_bpc"]["max"] for s in shown if s["val_bpc"]["max"] is not None]
+  if lows:
+    ax.set_ylim(min(lows) - 0.1, max(highs) + 0.1)
   ax.set_xticks(range(len(shown)), [s["label"] for s in shown], rotation=60, ha="right")
-  ax.set(ylabel="validation bits per character (lower is better)",
+  ax.set(ylabel="validation bits/char (lower: better)",
          title=f"{title}\nmean ± std (dots: seeds); blue: line searches at their defaults")
   ax.grid(alpha=0.3, axis="y")
   paths.append(f"{prefix}_bpc.png")
