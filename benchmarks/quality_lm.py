@@ -246,7 +246,9 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{q._num(b['max'], '.3f')} | {delta} | {q._num(s['train_bpc']['mean'], '.3f')} | "
         f"{q._num(s['evals_per_step']['mean'], '.2f')} | "
         f"{q._num(s['final_step_size']['mean'])} | {q._num(s['wall_s']['mean'], '.0f')} |")
-  grid = [s for s in summary.values() if s["group"] in ("adamw", "adam", "schedule_free")]
+  order = {"adamw": 0, "adam": 1, "schedule_free": 2}
+  grid = sorted((s for s in summary.values() if s["group"] in order),
+                key=lambda s: (order[s["group"]], s["optimizer"]["learning_rate"]))
   if grid:
     picked = {b["label"] for b in (tuned(summary, g) for g in ("adamw", "adam", "schedule_free"))
               if b is not None}
@@ -255,8 +257,10 @@ def markdown(payload: dict[str, Any]) -> str:
               "|---|---|---|---|---|"]
     for s in grid:
       bold = "**" if s["label"] in picked else ""
+      few = (f" (seed{'s' if len(s['seeds']) > 1 else ''} {', '.join(map(str, s['seeds']))} "
+             "only)" if len(s["seeds"]) < len(settings["seeds"]) else "")
       lines.append(f"| {GROUPS[s['group']]} | {bold}{s['optimizer']['learning_rate']:g}{bold} | "
-                   f"{_bpc(s['val_bpc'])} | {q._num(s['train_bpc']['mean'], '.3f')} | "
+                   f"{_bpc(s['val_bpc'])}{few} | {q._num(s['train_bpc']['mean'], '.3f')} | "
                    f"{q._num(s['wall_s']['mean'], '.0f')} |")
   if ref is not None:
     within = [k for k, s in summary.items() if s["group"] == "line_search"
@@ -390,8 +394,12 @@ def merge(paths: Sequence[str]) -> dict[str, Any]:
       r["label"] for p in payloads for r in p["results"]))}
   merged = sorted(results.values(), key=lambda r: (order[r["label"]], r["seed"]))
   commands = "; ".join(dict.fromkeys(p["command"] for p in payloads))
-  return {**base, "command": commands, "settings": {**base["settings"], "seeds": seeds},
-          "results": merged}
+  settings = {**base["settings"], "seeds": seeds}
+  for key in ("methods", "peers", "adamw_grid", "adam_grid", "schedule_free_grid"):
+    values = [v for p in payloads for v in p["settings"].get(key, [])]
+    settings[key] = list(dict.fromkeys(values)) if key in ("methods", "peers") else sorted(
+        set(values))
+  return {**base, "command": commands, "settings": settings, "results": merged}
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser,

@@ -288,10 +288,12 @@ def test_lm_suite_merges_parallel_result_files(tmp_path):
 
   a = _lm_payload([_lm_result("adam_salsa", "line_search", s, 3.5) for s in (0, 1, 2)])
   b = _lm_payload([_lm_result("adamw lr=0.003", "adamw", s, 3.3, lr=3e-3) for s in (0, 2)])
+  a["settings"]["adamw_grid"], b["settings"]["adamw_grid"] = [0.003], [0.001, 0.003]
   for name, payload in (("a", a), ("b", b)):
     (tmp_path / f"{name}.json").write_text(json.dumps(payload))
   merged = quality_lm.merge([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
   assert merged["settings"]["seeds"] == [0, 1, 2]
+  assert merged["settings"]["adamw_grid"] == [0.001, 0.003]  # the union of the files' grids
   assert [(r["label"], r["seed"]) for r in merged["results"]] == [
       ("adam_salsa", 0), ("adam_salsa", 1), ("adam_salsa", 2), ("adamw lr=0.003", 0),
       ("adamw lr=0.003", 2)]
