@@ -819,8 +819,41 @@ _SELECTION = ("seeds", "methods", "sgd_grid", "adam_grid", "tlr_inits")
 """Settings that choose which runs are made, not what a run does (``--resume`` ignores them)."""
 
 
-def _run_settings(settings: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in settings.items() if k not in _SELECTION}
+def resumed_results(json_path: str, settings: dict[str, Any], selection: Sequence[str],
+                    labels: set[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
+  """The finished runs of ``json_path`` to keep with ``--resume``.
+
+  Runs are kept when the file's settings equal ``settings`` outside ``selection`` (the
+  settings that choose runs, not what a run does), and their label and seed are asked for.
+  """
+  if not os.path.exists(json_path):
+    return []
+  with open(json_path) as f:
+    old = json.load(f)
+  def what_a_run_does(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in selection}
+  if what_a_run_does(old["settings"]) != what_a_run_does(settings):
+    print(f"not resuming: {json_path} has other settings", flush=True)
+    return []
+  results = [r for r in old["results"] if r["seed"] in seeds and r["label"] in labels]
+  print(f"resuming: {len(results)} runs kept from {json_path}", flush=True)
+  return results
+
+
+def new_payload(argv: Sequence[str] | None, settings: dict[str, Any], partial_note: str,
+                results: list[dict[str, Any]]) -> dict[str, Any]:
+  """The JSON payload of a protocol run: date, command, device, versions, settings, runs."""
+  return {
+      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+      "command": "python -m benchmarks.quality " + shlex.join(sys.argv[1:] if argv is None
+                                                                else list(argv)),
+      "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.machine()}, "
+                f"{os.cpu_count()} CPU cores)",
+      "versions": _versions(),
+      "settings": settings,
+      "partial_note": partial_note,
+      "results": results,
+  }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -898,29 +931,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "adam_schedule": "cosine", "tlr_inits": args.tlr_inits,
   }
   settings = json.loads(json.dumps(settings))  # as a JSON file holds them (lists, not tuples)
-  results: list[dict[str, Any]] = []
-  if args.resume and os.path.exists(json_path):
-    with open(json_path) as f:
-      old = json.load(f)
-    if _run_settings(old["settings"]) == _run_settings(settings):
-      results = [r for r in old["results"]
-                 if r["seed"] in args.seeds and r["label"] in {s.label for s in runs}]
-      print(f"resuming: {len(results)} runs kept from {json_path}", flush=True)
-    else:
-      print(f"not resuming: {json_path} has other settings", flush=True)
+  results = (resumed_results(json_path, settings, _SELECTION, {s.label for s in runs}, args.seeds)
+             if args.resume else [])
   done = {(r["label"], r["seed"]) for r in results}
   todo = [(seed, spec_) for seed in args.seeds for spec_ in runs if (spec_.label, seed) not in done]
-  payload = {
-      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-      "command": "python -m benchmarks.quality " + shlex.join(sys.argv[1:] if argv is None
-                                                                else list(argv)),
-      "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.machine()}, "
-                f"{os.cpu_count()} CPU cores)",
-      "versions": _versions(),
-      "settings": settings,
-      "partial_note": args.partial_note,
-      "results": results,
-  }
+  payload = new_payload(argv, settings, args.partial_note, results)
   print(f"{name}: {settings['model']} on {settings['dataset']} ({settings['num_train']} train / "
         f"{settings['num_val']} val), batch {first.batch_size}, {epochs} epochs, "
         f"{len(runs)} settings x {len(args.seeds)} seeds = {len(runs) * len(args.seeds)} runs "

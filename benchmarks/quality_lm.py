@@ -42,13 +42,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
 import os
-import platform
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -448,31 +444,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser,
       "schedule_free_grid": args.schedule_free_grid, "peers": peers,
       "warmup_fraction": WARMUP,
   }))
-  results: list[dict[str, Any]] = []
   selection = ("seeds", "methods", "adamw_grid", "adam_grid", "schedule_free_grid", "peers")
-  if args.resume and os.path.exists(json_path):
-    with open(json_path) as f:
-      old = json.load(f)
-    same = all(old["settings"].get(k) == v for k, v in settings.items() if k not in selection)
-    if same:
-      results = [r for r in old["results"]
-                 if r["seed"] in args.seeds and r["label"] in {s.label for s in runs}]
-      print(f"resuming: {len(results)} runs kept from {json_path}", flush=True)
-    else:
-      print(f"not resuming: {json_path} has other settings", flush=True)
+  results = (q.resumed_results(json_path, settings, selection, {s.label for s in runs},
+                               args.seeds) if args.resume else [])
   done = {(r["label"], r["seed"]) for r in results}
   todo = [(seed, s) for seed in args.seeds for s in runs if (s.label, seed) not in done]
-  payload = {
-      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-      "command": "python -m benchmarks.quality " + shlex.join(sys.argv[1:] if argv is None
-                                                                else list(argv)),
-      "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.machine()}, "
-                f"{os.cpu_count()} CPU cores)",
-      "versions": q._versions(),
-      "settings": settings,
-      "partial_note": args.partial_note,
-      "results": results,
-  }
+  payload = q.new_payload(argv, settings, args.partial_note, results)
   total = len(runs) * len(args.seeds)
   print(f"quality_lm: {first.model} on {os.path.basename(first.dataset)}, {args.steps} updates, "
         f"{len(runs)} settings x {len(args.seeds)} seeds = {total} runs ({len(todo)} to run)",
