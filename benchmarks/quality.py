@@ -77,7 +77,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -309,11 +309,11 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
   }
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-  """Per label (in the order of first appearance): the statistics over seeds."""
-  labels = list(dict.fromkeys(r["label"] for r in results))
+def summarise_runs(results: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """Per label (in the order of first appearance): its setting and the statistics over seeds
+  of each of ``keys``."""
   out = {}
-  for label in labels:
+  for label in dict.fromkeys(r["label"] for r in results):
     runs = [r for r in results if r["label"] == label]
     out[label] = {
         "label": label,
@@ -321,35 +321,40 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         "method": runs[0]["method"],
         "optimizer": runs[0]["optimizer"],
         "seeds": [r["seed"] for r in runs],
-        "val_accuracy": _stats(_values(runs, "val_accuracy")),
-        "train_loss": _stats(_values(runs, "train_loss")),
-        "wall_s": _stats(_values(runs, "wall_s")),
-        "evals_per_step": _stats(_values(runs, "evals_per_step")),
-        "final_step_size": _stats(_values(runs, "final_step_size")),
-        "tv": _stats(np.asarray([np.nan if r["steadiness"]["tv"] is None else r["steadiness"]["tv"]
-                                 for r in runs])),
-        "cv": _stats(np.asarray([np.nan if r["steadiness"]["cv"] is None else r["steadiness"]["cv"]
-                                 for r in runs])),
+        **{key: _stats(_values(runs, key)) for key in keys},
         "diverged": sum(r["diverged"] for r in runs),
     }
   return out
 
 
-def tuned(summary: dict[str, dict[str, Any]], group: str) -> dict[str, Any] | None:
-  """The grid point of ``group`` with the best mean validation accuracy.
+def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Per label (in the order of first appearance): the statistics over seeds."""
+  out = summarise_runs(results, ("val_accuracy", "train_loss", "wall_s", "evals_per_step",
+                                 "final_step_size"))
+  for label, summary in out.items():
+    runs = [r for r in results if r["label"] == label]
+    for key in ("tv", "cv"):
+      summary[key] = _stats(np.asarray([np.nan if r["steadiness"][key] is None
+                                        else r["steadiness"][key] for r in runs]))
+  return out
+
+
+def tuned(summary: dict[str, dict[str, Any]], group: str, key: str = "val_accuracy",
+          best: Callable[..., Any] = max) -> dict[str, Any] | None:
+  """The grid point of ``group`` with the best mean ``key`` (``best``: max, or min for a loss).
 
   Adds ``learning_rate``, ``grid_size`` and ``at_edge`` (the point is the
   grid's smallest or largest rate) to the point's statistics.
   """
-  grid = [(label, s) for label, s in summary.items() if s["group"] == group]
-  scored = [(label, s) for label, s in grid if s["val_accuracy"]["mean"] is not None]
+  grid = [s for s in summary.values() if s["group"] == group]
+  scored = [s for s in grid if s[key]["mean"] is not None]
   if not scored:
     return None
-  _, best = max(scored, key=lambda item: item[1]["val_accuracy"]["mean"])
-  rates = sorted(s["optimizer"]["learning_rate"] for _, s in grid)
-  lr = best["optimizer"]["learning_rate"]
+  point = best(scored, key=lambda s: s[key]["mean"])
+  rates = sorted(s["optimizer"]["learning_rate"] for s in grid)
+  lr = point["optimizer"]["learning_rate"]
   edge = len(rates) > 1 and lr in (rates[0], rates[-1])
-  return {"learning_rate": lr, "grid_size": len(rates), "at_edge": edge, **best}
+  return {"learning_rate": lr, "grid_size": len(rates), "at_edge": edge, **point}
 
 
 def _pct(stats: dict[str, Any], key: str = "mean") -> str:
@@ -804,15 +809,20 @@ def _versions() -> dict[str, str]:
           "flax": flax.__version__, "numpy": np.__version__, "optax_ls": optax_ls.__version__}
 
 
-def _outputs(payload: dict[str, Any], json_path: str, prefix: str) -> dict[str, Any]:
-  text = markdown(payload)
+def write_outputs(payload: dict[str, Any], json_path: str, prefix: str,
+                  tables: Callable[[dict[str, Any]], str] | None = None,
+                  figures: Callable[[dict[str, Any], str], list[str]] | None = None
+                  ) -> dict[str, Any]:
+  """Writes ``<prefix>.md`` (``tables``, default :func:`markdown`) and the figures
+  (``figures``, default :func:`plot`), prints the tables; returns the payload with the paths."""
+  text = (tables or markdown)(payload)
   md_path = prefix + ".md"
   with open(md_path, "w") as f:
     f.write(text)
-  figures = plot(payload, prefix)
+  paths = (figures or plot)(payload, prefix)
   print(text)
-  print("wrote " + ", ".join([json_path, md_path, *figures]), flush=True)
-  return {**payload, "markdown": md_path, "figures": figures}
+  print("wrote " + ", ".join([json_path, md_path, *paths]), flush=True)
+  return {**payload, "markdown": md_path, "figures": paths}
 
 
 _SELECTION = ("seeds", "methods", "sgd_grid", "adam_grid", "tlr_inits")
@@ -875,7 +885,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with open(args.plot) as f:
       payload = json.load(f)
     prefix = args.png or os.path.splitext(args.plot)[0]
-    return _outputs(payload, args.plot, prefix)
+    return write_outputs(payload, args.plot, prefix)
 
   suite = SUITES[args.suite]
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -976,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"{_format_seconds(time.perf_counter() - start)}  ETA "
           f"{_format_seconds(_eta(todo, times)) if todo else '0m00s'}", flush=True)
   _write_json(payload, json_path)
-  return _outputs(payload, json_path, prefix)
+  return write_outputs(payload, json_path, prefix)
 
 
 if __name__ == "__main__":

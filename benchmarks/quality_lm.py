@@ -171,33 +171,13 @@ def summarise_run(spec: LmRun, seed: int, records: dict[str, list[dict[str, Any]
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
   """Per label (in the order of first appearance): the statistics over seeds."""
-  out = {}
-  for label in dict.fromkeys(r["label"] for r in results):
-    runs = [r for r in results if r["label"] == label]
-    out[label] = {
-        "label": label,
-        "group": runs[0]["group"],
-        "method": runs[0]["method"],
-        "optimizer": runs[0]["optimizer"],
-        "seeds": [r["seed"] for r in runs],
-        **{key: q._stats(q._values(runs, key))
-           for key in ("val_bpc", "train_bpc", "wall_s", "evals_per_step", "final_step_size")},
-        "diverged": sum(r["diverged"] for r in runs),
-    }
-  return out
+  return q.summarise_runs(results, ("val_bpc", "train_bpc", "wall_s", "evals_per_step",
+                                    "final_step_size"))
 
 
 def tuned(summary: dict[str, dict[str, Any]], group: str) -> dict[str, Any] | None:
   """The grid point of ``group`` with the lowest mean validation bits per character."""
-  grid = [s for s in summary.values() if s["group"] == group]
-  scored = [s for s in grid if s["val_bpc"]["mean"] is not None]
-  if not scored:
-    return None
-  best = min(scored, key=lambda s: s["val_bpc"]["mean"])
-  rates = sorted(s["optimizer"]["learning_rate"] for s in grid)
-  lr = best["optimizer"]["learning_rate"]
-  return {"learning_rate": lr, "grid_size": len(rates),
-          "at_edge": len(rates) > 1 and lr in (rates[0], rates[-1]), **best}
+  return q.tuned(summary, group, key="val_bpc", best=min)
 
 
 def _bpc(stats: dict[str, Any]) -> str:
@@ -361,16 +341,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "empty for none)")
 
 
-def _outputs(payload: dict[str, Any], json_path: str, prefix: str) -> dict[str, Any]:
-  text = markdown(payload)
-  with open(prefix + ".md", "w") as f:
-    f.write(text)
-  figures = plot(payload, prefix)
-  print(text)
-  print("wrote " + ", ".join([json_path, prefix + ".md", *figures]), flush=True)
-  return {**payload, "markdown": prefix + ".md", "figures": figures}
-
-
 def merge(paths: Sequence[str]) -> dict[str, Any]:
   """One payload from result files of the same settings (runs made in parallel processes)."""
   payloads = []
@@ -407,7 +377,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser,
     prefix = args.png or os.path.splitext(args.json or args.plot)[0]
     if args.json:
       q._write_json(payload, args.json)
-    return _outputs(payload, args.json or args.plot, prefix)
+    return q.write_outputs(payload, args.json or args.plot, prefix, markdown, plot)
   methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else []
   peers = [m.strip() for m in args.peers.split(",") if m.strip()]
   unknown = [m for m in methods + peers if m not in OPTIMIZERS]
@@ -482,4 +452,4 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser,
           f"{q._format_seconds(time.perf_counter() - start)}  ETA "
           f"{q._format_seconds(q._eta(todo, times)) if todo else '0m00s'}", flush=True)
   q._write_json(payload, json_path)
-  return _outputs(payload, json_path, prefix)
+  return q.write_outputs(payload, json_path, prefix, markdown, plot)
