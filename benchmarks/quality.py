@@ -1,40 +1,59 @@
-"""Training quality: every line search with its defaults against SGD and Adam tuned on a grid.
+"""Training quality: every line search at its defaults against tuned baselines and peers.
 
 Each line search of ``train/optimizers.py`` (``LINE_SEARCHES``: every optax_ls
-method, with its default hyperparameters, no tuning) is trained against two
-baselines tuned on a small learning-rate grid:
+method, with its default hyperparameters, no tuning) is trained against four
+baselines, each tuned on a small learning-rate grid (the run's group in brackets):
 
 * SGD with heavy-ball momentum 0.9 and the papers' piece-wise constant schedule
   (the rate divided by 10 at 50% and 75% of the run), ``--sgd-grid``
-  (default 0.3, 0.1, 0.03, 0.01);
+  (default 0.3, 0.1, 0.03, 0.01) [``sgd``];
 * Adam with a linear warm-up over the first 5% of the updates then a cosine
-  decay to zero, ``--adam-grid`` (default 3e-3, 1e-3, 3e-4, 1e-4);
+  decay to zero, ``--adam-grid`` (default 3e-3, 1e-3, 3e-4, 1e-4) [``adam``];
+* Adam at a constant learning rate, no warm-up, ``--adam-const-grid`` (default
+  3e-3, 1e-3, 3e-4: Adam's grid without 1e-4, the worst point of warm-up and
+  cosine on MNIST, 1.9 points below the best, where on CIFAR-10 3e-4 was already
+  8 points below 1e-3) [``adam_const``];
+* schedule-free AdamW (``optax.contrib.schedule_free_adamw``) with the same 5%
+  warm-up, evaluated at its averaged weights, ``--schedule-free-grid`` (the lm
+  suite's option and default, 1e-3, 3e-3, 1e-2: one to ten times tuned Adam's
+  rate, its authors' advice) [``schedule_free``];
 
-and TLR is run again from the initial rates of ``--tlr-inits`` (its paper's
-1e-3, 1e-2, 1e-1) to see whether the initial rate matters. No weight decay
-anywhere: every optimizer minimises the same mean cross entropy, the objective
-the line searches evaluate.
+and against the parameter-free peers at their defaults, ``--peers`` (default
+``prodigy,dog``: ``optax.contrib.prodigy`` and ``optax.contrib.dog``) [``peer``].
+TLR is run again from the initial rates of ``--tlr-inits`` (its paper's 1e-3,
+1e-2, 1e-1) to see whether the initial rate matters [``tlr_init``]. No weight
+decay anywhere: every optimizer minimises the same mean cross entropy, the
+objective the line searches evaluate. The runs of a seed go in the order line
+searches, SGD, Adam, TLR's initial rates, constant Adam, schedule-free AdamW,
+peers: the groups added last to the protocol come last, so a result file of the
+older protocol resumes (``--resume``) with its runs kept and only those added.
 
 Protocol. Suites (``--suite``, epoch budgets in ``SUITES``): ``mnist`` (MLP
 512-512 on the real MNIST subset of ``../shared/data``, batch 128, 20 epochs:
-about 40 minutes for the 78 runs on 2 CPU cores), ``cifar`` (ResNet-20 on the
-real CIFAR-10 subset, batch 128, crop and flip augmentation, 10 epochs: about
-6 hours on 2 CPU cores) and ``digits`` (the embedded scikit-learn digits, MLP
-128, batch 32: a smoke test). For each seed
-(``--seeds``, default 0 1 2) the training file is split at random (the split
-fixed by the seed) into a training split and a held-out *validation* split (the
-config's ``test_fraction``: 1000 of the 8000 MNIST images, 466 of the 4660
+about 50 minutes for the 102 runs on 2 CPU cores, estimated from the 78 runs of
+the protocol without its last three groups, which took 38 minutes), ``cifar``
+(ResNet-20 on the real CIFAR-10 subset, batch 128, crop and flip augmentation,
+10 epochs: about 7.5 hours on 2 CPU cores, estimated from the throughput of a
+partial run) and ``digits`` (the embedded scikit-learn digits, MLP 128, batch
+32: a smoke test); ``lm`` is the
+character-level GPT of ``benchmarks/quality_lm.py``, with its own options. For
+each seed (``--seeds``, default 0 1 2) the training file is split at random (the
+split fixed by the seed) into a training split and a held-out *validation* split
+(the config's ``test_fraction``: 1000 of the 8000 MNIST images, 466 of the 4660
 CIFAR images); every optimizer of that seed starts from the same initialisation
 and sees the same batches (``train.train.train_one``). A run reports its
 validation accuracy after the last epoch, its final training loss (the mean
 cross entropy over the whole training split in inference mode, no augmentation),
 its wall time (compilation and the per-epoch evaluations included), its mean
 ``value_fn`` calls per update and its step size at every update (the
-``learning_rate`` of its state). Tuning: each baseline's grid point is the one
-with the best mean validation accuracy over the seeds; the same validation
-split picks the point and scores it, so the tuned baselines are favoured (an
-optimistic estimate of what tuning buys); a point at the edge of its grid is
-flagged. Spreads are the sample standard deviation over seeds (and min-max).
+``learning_rate`` of its state; none for schedule-free AdamW and the peers).
+Tuning: each baseline's grid point is the one with the best mean validation
+accuracy over the seeds; the same validation split picks the point and scores
+it, so the tuned baselines are favoured (an optimistic estimate of what tuning
+buys); a point at the edge of its grid is flagged. The tables compare every row
+with tuned SGD (``vs best SGD``, the papers' baseline) and with the best tuned
+of SGD and Adam, with warm-up and cosine or constant (``vs best tuned``).
+Spreads are the sample standard deviation over seeds (and min-max).
 
 Steadiness of a step-size curve (SaLSa against SLS): after the first epoch, the
 mean absolute change of ``log(step size)`` from one update to the next (``tv``)
@@ -48,18 +67,20 @@ split in the same way (10%), and the default budget is the suite's
 
 Outputs (``--out``, default ``benchmarks/results``): ``quality_<suite>.json``
 (every run, the settings, the date and the versions; rewritten after each run,
-so ``--resume`` continues an interrupted protocol), ``quality_<suite>.md`` (the
-tables and the checked claims; a partial run, ``--partial-note``, also gets an
-estimate of the whole protocol's cost, and its claims are marked as checked on
-that run only) and the figures
-``quality_<suite>_*.png``: validation accuracy with its spread, the step-size
+so ``--resume`` continues an interrupted protocol, or one run with fewer groups
+or grid points), ``quality_<suite>.md`` (the tables and the checked claims; a
+partial run, ``--partial-note``, also gets an estimate of the whole protocol's
+cost, and its claims are marked as checked on that run only) and the figures
+``quality_<suite>_*.png``: validation accuracy with its spread (the line
+searches, the peers and the tuned point of each baseline), the step-size
 curves of every line search, TLR from several initial rates (when there are
-several), SaLSa against SLS. Run from the repository
-root::
+several), SaLSa against SLS. Run from the repository root::
 
   python -m benchmarks.quality --suite mnist
+  python -m benchmarks.quality --suite mnist --resume --json benchmarks/results/quality_mnist.json
   python -m benchmarks.quality --suite cifar --seeds 0 --epochs 1 --methods sls,salsa \\
-      --sgd-grid 0.1 --adam-grid 1e-3 --tlr-inits
+      --sgd-grid 0.1 --adam-grid 1e-3 --adam-const-grid 1e-3 --schedule-free-grid 3e-3 \\
+      --peers prodigy --tlr-inits
   python -m benchmarks.quality --suite cifar --full --data-dir ~/tensorflow_datasets
   python -m benchmarks.quality --plot benchmarks/results/quality_mnist.json
 """
@@ -102,9 +123,20 @@ LINE_SEARCHES = tuple(name for name in OPTIMIZERS if name not in BASELINES)
 
 SGD_GRID = (0.3, 0.1, 0.03, 0.01)
 ADAM_GRID = (3e-3, 1e-3, 3e-4, 1e-4)
+ADAM_CONST_GRID = (3e-3, 1e-3, 3e-4)
+"""Constant Adam's rates: ``ADAM_GRID`` without 1e-4, warm-up and cosine Adam's worst point."""
 SGD_MOMENTUM = 0.9
 ADAM_WARMUP = 0.05
-"""Adam's linear warm-up, as a fraction of the updates of the run."""
+"""The linear warm-up of Adam and schedule-free AdamW, as a fraction of the updates of the run."""
+TUNED_GROUPS = {
+    "sgd": "SGD",
+    "adam": "Adam, warm-up + cosine",
+    "adam_const": "Adam, constant",
+    "schedule_free": "schedule-free AdamW",
+}
+"""The groups tuned on a learning-rate grid (in the order they run), with their names."""
+BEST_TUNED = ("sgd", "adam", "adam_const")
+"""The groups whose best tuned point is the reference of ``vs best tuned``."""
 TLR_INITS = (1e-3, 1e-2, 1e-1)
 TLR_DEFAULT_INIT = inspect.signature(optax_ls.tlr).parameters["init_learning_rate"].default
 CURVE_POINTS = 400
@@ -146,8 +178,10 @@ class RunSpec:
   """One optimizer setting of the protocol, trained once per seed.
 
   Attributes:
-    label: the name in the tables (``sls``, ``sgd lr=0.1``, ``tlr init=0.001``).
-    group: ``line_search``, ``sgd``, ``adam`` or ``tlr_init``.
+    label: the name in the tables (``sls``, ``sgd lr=0.1``, ``adam const lr=0.001``,
+      ``tlr init=0.001``, ``prodigy``).
+    group: ``line_search``, ``sgd``, ``adam``, ``tlr_init``, ``adam_const``,
+      ``schedule_free`` or ``peer``.
     optimizer: the harness's optimizer configuration.
   """
 
@@ -157,19 +191,36 @@ class RunSpec:
 
 
 def build_runs(methods: Sequence[str], sgd_grid: Sequence[float], adam_grid: Sequence[float],
-               tlr_inits: Sequence[float], total_steps: int) -> list[RunSpec]:
-  """The runs of one seed: the line searches, the two grids, TLR's other initial rates.
+               tlr_inits: Sequence[float], total_steps: int, *,
+               adam_const_grid: Sequence[float] = (), schedule_free_grid: Sequence[float] = (),
+               peers: Sequence[str] = ()) -> list[RunSpec]:
+  """The runs of one seed, in the order they run.
 
-  The TLR run with the default initial rate is the line-search run ``tlr``
-  itself (no duplicate).
+  The line searches, SGD's and Adam's grids, TLR's other initial rates, then
+  constant Adam's and schedule-free AdamW's grids and the peers (the groups added
+  to the protocol last come last). The TLR run with the default initial rate is
+  the line-search run ``tlr`` itself (no duplicate).
+
+  Args:
+    methods: the line searches, at their defaults.
+    sgd_grid: SGD's learning rates (momentum, step schedule).
+    adam_grid: Adam's peak learning rates (warm-up, cosine).
+    tlr_inits: TLR's initial rates.
+    total_steps: the updates of a run (the warm-ups are ``ADAM_WARMUP`` of them).
+    adam_const_grid: constant Adam's learning rates.
+    schedule_free_grid: schedule-free AdamW's learning rates (warm-up as Adam's).
+    peers: optimizers at their defaults, labelled by their names.
+
+  Returns:
+    One :class:`RunSpec` per setting.
   """
+  warmup = max(1, round(ADAM_WARMUP * total_steps))
   runs = [RunSpec(name, "line_search", OptimizerConfig(name)) for name in methods]
   runs += [
       RunSpec(f"sgd lr={lr:g}", "sgd",
               OptimizerConfig("sgd", learning_rate=lr, momentum=SGD_MOMENTUM, schedule="step"))
       for lr in sgd_grid
   ]
-  warmup = max(1, round(ADAM_WARMUP * total_steps))
   runs += [
       RunSpec(f"adam lr={lr:g}", "adam",
               OptimizerConfig("adam", learning_rate=lr, schedule="cosine", warmup_steps=warmup))
@@ -181,6 +232,14 @@ def build_runs(methods: Sequence[str], sgd_grid: Sequence[float], adam_grid: Seq
       for init in tlr_inits
       if not math.isclose(init, TLR_DEFAULT_INIT) or "tlr" not in methods
   ]
+  runs += [RunSpec(f"adam const lr={lr:g}", "adam_const", OptimizerConfig("adam", learning_rate=lr))
+           for lr in adam_const_grid]
+  runs += [
+      RunSpec(f"schedule_free_adamw lr={lr:g}", "schedule_free",
+              OptimizerConfig("schedule_free_adamw", learning_rate=lr, warmup_steps=warmup))
+      for lr in schedule_free_grid
+  ]
+  runs += [RunSpec(name, "peer", OptimizerConfig(name)) for name in peers]
   return runs
 
 
@@ -472,8 +531,10 @@ def estimate_seconds(payload: dict[str, Any], epochs: int, seeds: int) -> float 
   A run costs ``overhead + epochs * epoch_s``: ``epoch_s`` from its median
   throughput after the first update, ``overhead`` (compilation, the final
   evaluation) the rest of its measured wall time. Settings not measured take
-  the median of the measured line searches (SGD's and Adam's other grid points,
-  TLR's other initial rates: the measured point of their family).
+  the measured point of their family (a grid's other points, TLR's other
+  initial rates, the other peers), else, for a line search, the median of the
+  measured line searches and, for a baseline or a peer, the mean of the measured
+  baselines and peers (the line searches' median when none is measured).
   """
   settings = payload["settings"]
   images = settings["steps_per_epoch"] * settings["batch_size"]
@@ -489,9 +550,15 @@ def estimate_seconds(payload: dict[str, Any], epochs: int, seeds: int) -> float 
   mean = {k: np.mean(v, axis=0) for k, v in cost.items()}
   searches = [mean[m] for m in LINE_SEARCHES if m in mean]
   fallback = np.median(searches, axis=0) if searches else np.mean(list(mean.values()), axis=0)
-  families = ([*LINE_SEARCHES] + ["tlr"] * (len(TLR_INITS) - 1) + ["sgd"] * len(SGD_GRID)
-              + ["adam"] * len(ADAM_GRID))
+  baseline_groups = (*TUNED_GROUPS, "peer")
+  baselines = [mean[g] for g in baseline_groups if g in mean]
+  baseline_fallback = np.mean(baselines, axis=0) if baselines else fallback
+  families = [*LINE_SEARCHES] + ["tlr"] * (len(TLR_INITS) - 1)
+  grids = {"sgd": SGD_GRID, "adam": ADAM_GRID, "adam_const": ADAM_CONST_GRID,
+           "schedule_free": quality_lm.SCHEDULE_FREE_GRID, "peer": quality_lm.PEERS}
   per_seed = sum(float(mean.get(f, fallback) @ np.array([1.0, epochs])) for f in families)
+  per_seed += sum(len(grid) * float(mean.get(g, baseline_fallback) @ np.array([1.0, epochs]))
+                  for g, grid in grids.items())
   return seeds * per_seed
 
 
@@ -501,11 +568,24 @@ def _dataset(settings: dict[str, Any]) -> str:
   return os.path.basename(name) if name.startswith(data.NPZ_PREFIX) else name
 
 
+def best_tuned(summary: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+  """The reference of ``vs best tuned``: the tuned point of ``BEST_TUNED`` with the best mean
+  validation accuracy (tuned SGD, or tuned Adam with warm-up and cosine or constant)."""
+  points = [b for b in (tuned(summary, group) for group in BEST_TUNED) if b is not None]
+  return max(points, key=lambda b: b["val_accuracy"]["mean"], default=None)
+
+
 def markdown(payload: dict[str, Any]) -> str:
-  """The tables and the checked claims of ``payload`` (the JSON of :func:`main`)."""
+  """The tables and the checked claims of ``payload`` (the JSON of :func:`main`).
+
+  The main table has a row per line search and per peer, at their defaults, and
+  per tuned group (its best grid point), with the difference to tuned SGD and to
+  :func:`best_tuned`; the grid table lists every grid point.
+  """
   summary = summarise(payload["results"])
   settings = payload["settings"]
-  sgd, adam = tuned(summary, "sgd"), tuned(summary, "adam")
+  best = {group: tuned(summary, group) for group in TUNED_GROUPS}
+  top = best_tuned(summary)
   lines = [
       f"Suite `{settings['suite']}`{' (--full)' if settings['full'] else ''}: "
       f"{settings['model']} on {_dataset(settings)} ({settings['num_train']} training / "
@@ -514,33 +594,40 @@ def markdown(payload: dict[str, Any]) -> str:
       f"{'**Partial**: ' + payload['partial_note'] + ' ' if payload.get('partial_note') else ''}"
       f"Run on {payload['date']} ({payload['device']}) with `{payload['command']}`.",
       "",
-      "| optimizer | setting | val. acc. % (mean ± std) | min-max | vs best SGD | train loss | "
-      "evals/step | final step | s/run |",
-      "|---|---|---|---|---|---|---|---|---|",
+      "| optimizer | setting | val. acc. % (mean ± std) | min-max | vs best SGD | vs best tuned | "
+      "train loss | evals/step | final step | s/run |",
+      "|---|---|---|---|---|---|---|---|---|---|",
   ]
-  reference = None if sgd is None else sgd["val_accuracy"]["mean"]
+  references = [None if b is None else b["val_accuracy"]["mean"] for b in (best["sgd"], top)]
   rows = [(k, s, "defaults") for k, s in summary.items() if s["group"] == "line_search"]
-  for best, name in ((sgd, "SGD"), (adam, "Adam")):
-    if best is not None:
-      edge = " (grid edge)" if best["at_edge"] else ""
-      how = "tuned" if best["grid_size"] > 1 else "not tuned"
-      rows.append((name, best, f"{how}: lr={best['learning_rate']:g}{edge}"))
+  rows += [(k, s, "parameter-free, defaults") for k, s in summary.items() if s["group"] == "peer"]
+  for group, name in TUNED_GROUPS.items():
+    point = best[group]
+    if point is not None:
+      edge = " (grid edge)" if point["at_edge"] else ""
+      how = "tuned" if point["grid_size"] > 1 else "not tuned"
+      rows.append((name, point, f"{how}: lr={point['learning_rate']:g}{edge}"))
   for name, s, setting in rows:
     acc = s["val_accuracy"]
-    delta = ("-" if reference is None or acc["mean"] is None
-             else f"{100 * (acc['mean'] - reference):+.2f}")
+    deltas = " | ".join("-" if ref is None or acc["mean"] is None
+                        else f"{100 * (acc['mean'] - ref):+.2f}" for ref in references)
     diverged = f" ({s['diverged']} diverged)" if s["diverged"] else ""
     lines.append(
         f"| {name} | {setting}{diverged} | {_acc(acc)} | {_pct(acc, 'min')}-{_pct(acc, 'max')} | "
-        f"{delta} | {_num(s['train_loss']['mean'], '.4f')} | "
+        f"{deltas} | {_num(s['train_loss']['mean'], '.4f')} | "
         f"{_num(s['evals_per_step']['mean'], '.2f')} | {_num(s['final_step_size']['mean'])} | "
         f"{_num(s['wall_s']['mean'], '.0f')} |")
-  grid = sorted(((k, s) for k, s in summary.items() if s["group"] in ("sgd", "adam")),
-                key=lambda kv: (kv[1]["group"] != "sgd", -kv[1]["optimizer"]["learning_rate"]))
+  if top is not None:
+    lines += ["", f"vs best tuned: against {TUNED_GROUPS[top['group']]} ({top['label']}, "
+              f"{_acc(top['val_accuracy'])}%), the best of tuned SGD and tuned Adam (warm-up + "
+              "cosine or constant)."]
+  order = {group: i for i, group in enumerate(TUNED_GROUPS)}
+  grid = sorted(((k, s) for k, s in summary.items() if s["group"] in order),
+                key=lambda kv: (order[kv[1]["group"]], -kv[1]["optimizer"]["learning_rate"]))
   if grid:
     lines += ["", "Learning-rate grids of the baselines (the picked point in bold):", "",
               "| baseline | lr | val. acc. % | train loss | s/run |", "|---|---|---|---|---|"]
-    picked = {b["label"] for b in (sgd, adam) if b is not None}
+    picked = {b["label"] for b in best.values() if b is not None}
     for label, s in grid:
       bold = "**" if label in picked else ""
       diverged = f" ({s['diverged']} diverged)" if s["diverged"] else ""
@@ -569,12 +656,14 @@ def markdown(payload: dict[str, Any]) -> str:
     epochs = suite.full_epochs if settings["full"] else suite.epochs
     seconds = estimate_seconds(payload, epochs, 3)
     if seconds is not None:
+      grids = " + ".join(str(len(g)) for g in (SGD_GRID, ADAM_GRID, ADAM_CONST_GRID,
+                                                  quality_lm.SCHEDULE_FREE_GRID))
       lines += ["", "Estimated wall time of the whole protocol on this machine "
                 f"({len(LINE_SEARCHES)} line searches, {len(TLR_INITS) - 1} more TLR initial "
-                f"rates, {len(SGD_GRID)} + "
-                f"{len(ADAM_GRID)} grid points, 3 seeds, {epochs} epochs): about "
-                f"{seconds / 3600:.0f} h (from the throughput measured here; unmeasured line "
-                "searches at the median of the measured ones)."]
+                f"rates, {grids} grid points, {len(quality_lm.PEERS)} peers, 3 seeds, "
+                f"{epochs} epochs): about {seconds / 3600:.0f} h (from the throughput measured "
+                "here; unmeasured line searches at the median of the measured ones, unmeasured "
+                "baselines at the mean of the measured baselines)."]
   checked = claims(summary, settings["epochs"])
   if checked:
     heading = ("Claims checked on this partial run only (indications, not the protocol's "
@@ -610,6 +699,14 @@ def _figure(width: float, height: float) -> Figure:
   return fig
 
 
+BAR_COLOURS = {"line_search": "tab:blue", "peer": "tab:orange", "sgd": "tab:gray",
+               "adam": "tab:olive", "adam_const": "tab:brown", "schedule_free": "tab:purple"}
+"""The colours of the accuracy figure's bars, by group."""
+BAR_NAMES = {"sgd": "SGD", "adam": "Adam cosine", "adam_const": "Adam const",
+             "schedule_free": "schedule-free"}
+"""The names of the tuned groups' bars in the accuracy figure (followed by the picked rate)."""
+
+
 def plot(payload: dict[str, Any], prefix: str) -> list[str]:
   """Writes the four figures ``<prefix>_{accuracy,step_sizes,tlr,salsa_vs_sls}.png``."""
   results = payload["results"]
@@ -621,16 +718,21 @@ def plot(payload: dict[str, Any], prefix: str) -> list[str]:
   paths = []
   os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
 
-  # (a) Validation accuracy with its spread.
-  sgd, adam = tuned(summary, "sgd"), tuned(summary, "adam")
-  bars = [(k, s, "tab:blue") for k, s in summary.items() if s["group"] == "line_search"]
-  bars += [(f"SGD {b['label'][4:]}", b, "tab:gray") for b in (sgd,) if b is not None]
-  bars += [(f"Adam {b['label'][5:]}", b, "tab:olive") for b in (adam,) if b is not None]
+  # (a) Validation accuracy with its spread: line searches, peers, each tuned group's point.
+  sgd = tuned(summary, "sgd")
+  bars = [(k, s, BAR_COLOURS[s["group"]]) for k, s in summary.items()
+          if s["group"] in ("line_search", "peer")]
+  for group, short in BAR_NAMES.items():
+    point = tuned(summary, group)
+    if point is not None:
+      bars.append((f"{short} lr={point['learning_rate']:g}", point, BAR_COLOURS[group]))
   fig = _figure(max(6.0, 0.55 * len(bars) + 2), 4.2)
   ax = fig.subplots()
-  for i, (_, s, colour) in enumerate(bars):
+  names = []
+  for i, (name, s, colour) in enumerate(bars):
     runs = [r for r in results if r["label"] == s["label"]]
     accs = [100 * r["val_accuracy"] for r in runs if r["val_accuracy"] is not None]
+    names.append(name if accs else f"{name} (diverged)")
     if not accs:
       continue
     std = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
@@ -644,9 +746,10 @@ def plot(payload: dict[str, Any], prefix: str) -> list[str]:
   means = [100 * s["val_accuracy"]["mean"] for _, s, _ in bars if s["val_accuracy"]["mean"]]
   if means:
     ax.set_ylim(max(0.0, min(means) - 5), min(100.0, max(means) + 2))
-  ax.set_xticks(range(len(bars)), [name for name, _, _ in bars], rotation=60, ha="right")
+  ax.set_xticks(range(len(bars)), names, rotation=60, ha="right")
   ax.set(ylabel="validation accuracy (%)",
-         title=f"{title}\nmean ± std over seeds (dots: seeds); line searches untuned")
+         title=f"{title}\nmean ± std over seeds (dots: seeds); blue: line searches, orange: "
+               "peers, at their defaults")
   ax.grid(alpha=0.3, axis="y")
   paths.append(f"{prefix}_accuracy.png")
   fig.savefig(paths[-1], dpi=100)
@@ -764,7 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
       prog="python -m benchmarks.quality",
       description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="Line searches: " + ", ".join(LINE_SEARCHES))
+      epilog="Line searches: " + ", ".join(LINE_SEARCHES) + ".\n\nThe image suites (mnist, "
+             "cifar, digits) also use two options of --suite lm, with the same\ndefaults: "
+             "--schedule-free-grid (schedule-free AdamW, 5% warm-up) and --peers.")
   parser.add_argument("--suite", choices=sorted([*SUITES, "lm"]), default="mnist",
                       help="mnist, cifar, digits, or lm (a character-level GPT on Shakespeare: "
                       "benchmarks/quality_lm.py)")
@@ -779,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--adam-grid", type=positive_float, nargs="*",
                       default=list(ADAM_GRID), help="Adam's peak learning rates (5%% warm-up, "
                       "cosine); with no value: no Adam")
+  parser.add_argument("--adam-const-grid", type=positive_float, nargs="*",
+                      default=list(ADAM_CONST_GRID), help="constant Adam's learning rates (no "
+                      "warm-up; the lm suite's are --adam-grid-lm); with no value: none")
   parser.add_argument("--tlr-inits", type=positive_float, nargs="*",
                       default=list(TLR_INITS), help="TLR's initial rates (needs tlr in --methods "
                       "for the default one); with no value: none")
@@ -825,8 +933,10 @@ def write_outputs(payload: dict[str, Any], json_path: str, prefix: str,
   return {**payload, "markdown": md_path, "figures": paths}
 
 
-_SELECTION = ("seeds", "methods", "sgd_grid", "adam_grid", "tlr_inits")
-"""Settings that choose which runs are made, not what a run does (``--resume`` ignores them)."""
+_SELECTION = ("seeds", "methods", "sgd_grid", "adam_grid", "tlr_inits", "adam_const_grid",
+              "schedule_free_grid", "peers")
+"""Settings that choose which runs are made, not what a run does (``--resume`` ignores them, so
+a file written before a group existed, without its setting, resumes)."""
 
 
 def resumed_results(json_path: str, settings: dict[str, Any], selection: Sequence[str],
@@ -835,6 +945,8 @@ def resumed_results(json_path: str, settings: dict[str, Any], selection: Sequenc
 
   Runs are kept when the file's settings equal ``settings`` outside ``selection`` (the
   settings that choose runs, not what a run does), and their label and seed are asked for.
+  A key of ``selection`` may be missing from either side: a file written before a group of
+  runs existed lacks that group's setting and resumes all the same.
   """
   if not os.path.exists(json_path):
     return []
@@ -894,6 +1006,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.error(f"--methods: unknown {unknown}; known: {', '.join(sorted(OPTIMIZERS))}")
   if len(set(methods)) != len(methods):
     parser.error(f"--methods: repeated names in {methods}")
+  peers = [m.strip() for m in args.peers.split(",") if m.strip()]
+  unknown = [m for m in peers if m not in OPTIMIZERS]
+  if unknown:
+    parser.error(f"--peers: unknown {unknown}; known: {', '.join(sorted(OPTIMIZERS))}")
+  if len(set(peers)) != len(peers) or set(peers) & set(methods):
+    parser.error(f"--peers: repeated names, or names also in --methods, in {peers}")
   if not args.seeds or min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds):
     parser.error("--seeds: distinct non-negative integers")
   base = get_config(suite.config)
@@ -929,7 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   train_source, val_source, spec = splits[args.seeds[0]]
   steps_per_epoch = data.steps_per_epoch(len(train_source), first.batch_size)
   runs = build_runs(methods, args.sgd_grid, args.adam_grid, args.tlr_inits,
-                    steps_per_epoch * epochs)
+                    steps_per_epoch * epochs, adam_const_grid=args.adam_const_grid,
+                    schedule_free_grid=args.schedule_free_grid, peers=peers)
   settings = {
       "suite": args.suite, "full": args.full, "config": suite.config, "dataset": first.dataset,
       "model": first.model, "model_kwargs": first.model_kwargs, "batch_size": first.batch_size,
@@ -939,6 +1058,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "sgd_grid": args.sgd_grid, "sgd_momentum": SGD_MOMENTUM, "sgd_schedule": "step",
       "adam_grid": args.adam_grid, "adam_warmup_fraction": ADAM_WARMUP,
       "adam_schedule": "cosine", "tlr_inits": args.tlr_inits,
+      "adam_const_grid": args.adam_const_grid, "schedule_free_grid": args.schedule_free_grid,
+      "peers": peers,
   }
   settings = json.loads(json.dumps(settings))  # as a JSON file holds them (lists, not tuples)
   results = (resumed_results(json_path, settings, _SELECTION, {s.label for s in runs}, args.seeds)
@@ -981,7 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _write_json(payload, json_path)
     acc = "-" if result["val_accuracy"] is None else f"{100 * result['val_accuracy']:.2f}%"
     loss = _num(result["train_loss"], ".4f")
-    print(f"[{len(results):>3}/{total}] {run_spec.label:<16} seed {seed}  val acc {acc:>7}  "
+    print(f"[{len(results):>3}/{total}] {run_spec.label:<28} seed {seed}  val acc {acc:>7}  "
           f"train loss {loss:>7}  {wall:6.1f} s  elapsed "
           f"{_format_seconds(time.perf_counter() - start)}  ETA "
           f"{_format_seconds(_eta(todo, times)) if todo else '0m00s'}", flush=True)

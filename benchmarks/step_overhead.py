@@ -767,6 +767,14 @@ register_warmed_line_search(
 )
 
 
+register_warmed_line_search(
+    "adam_salsa_cooldown",
+    # A run long enough that the timed steps are before the cool-down (factor 1).
+    lambda a: optax_ls.adam_salsa_cooldown(total_steps=10**6),
+    "optax_ls.adam_salsa_cooldown(): SaLSa along Adam's momentum direction (ours)",
+)
+
+
 register_line_search(
     "l_sls",
     lambda a: optax_ls.l_sls(n_batches_per_epoch=a.n_batches),
@@ -903,6 +911,7 @@ HARNESS_ROWS: dict[str, tuple[str, ...]] = {
     "adam_sls": ("adam_sls",),
     "salsa": ("salsa",),
     "adam_salsa": ("adam_salsa",),
+    "adam_salsa_cooldown": ("adam_salsa_cooldown",),
     "l_sls": ("l_sls",),
     "a_sls": ("a_sls",),
     "sa_sls": ("sa_sls_aux",),

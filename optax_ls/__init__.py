@@ -32,7 +32,15 @@ from optax_ls._metric_sls import (
 )
 from optax_ls._pal import ScaleByPalState, pal, scale_by_pal
 from optax_ls._pls import ScaleByPlsState, pls, scale_by_pls
-from optax_ls._salsa import AdamSalsaState, ScaleBySalsaState, adam_salsa, salsa, scale_by_salsa
+from optax_ls._salsa import (
+    AdamSalsaState,
+    ScaleBySalsaState,
+    adam_salsa,
+    adam_salsa_cooldown,
+    cooldown_schedule,
+    salsa,
+    scale_by_salsa,
+)
 from optax_ls._sls import (
     AdamSlsState,
     ScaleBySlsState,
@@ -61,8 +69,10 @@ __all__ = [
     "accumulate",
     "accuracy",
     "adam_salsa",
+    "adam_salsa_cooldown",
     "adam_sls",
     "backtracking_search",
+    "cooldown_schedule",
     "gols_i",
     "l_sls",
     "labpal",

@@ -260,6 +260,24 @@ METHODS: tuple[Method, ...] = (
         injectable=("init_step_size", "c", "b3", "b1", "b2"),
         first_trial={"init_step_size": 1.0},
     ),
+    Method(
+        name="adam_salsa_cooldown",
+        factory=optax_ls.adam_salsa_cooldown,
+        # The suite's runs reach the cool-down (the last 6 of 30 updates) of a short run.
+        kwargs={"total_steps": 30, "init_step_size": 0.1},
+        invalid=(
+            ({"total_steps": 0}, "total_steps"),
+            ({"total_steps": 2.5}, "total_steps"),
+            ({"cooldown_fraction": 1.5}, "cooldown_fraction"),
+            ({"c": 1.0}, "c"),
+            ({"b1": 1.0}, "b1"),
+        ),
+        injectable=("init_step_size", "c", "b3"),
+        first_trial={"init_step_size": 1.0},
+        # The third update's momentum direction climbs on the suite's batch: it reuses the
+        # last step without a trial (num_evals 0).
+        min_evals=0,
+    ),
     *(
         Method(
             name=f"labpal_{mode}",

@@ -14,10 +14,10 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import quality
+from benchmarks import quality, quality_lm
 from train import data
 from train.config import SHARED_DATA, get_config
-from train.optimizers import OPTIMIZERS
+from train.optimizers import OPTIMIZERS, OptimizerConfig
 
 
 def test_the_default_methods_are_the_optax_ls_line_searches():
@@ -41,6 +41,31 @@ def test_build_runs_has_distinct_labels_and_no_duplicate_tlr():
   # Without the default tlr run, every initial rate gets its own run.
   runs = quality.build_runs(["sls"], [], [], [1e-3, 1e-1], 10)
   assert [r.label for r in runs] == ["sls", "tlr init=0.001", "tlr init=0.1"]
+
+
+def test_build_runs_appends_constant_adam_schedule_free_adamw_and_the_peers():
+  runs = quality.build_runs(["sls", "tlr"], [0.1], [1e-3], [1e-3], 1000,
+                            adam_const_grid=[3e-3, 3e-4], schedule_free_grid=[1e-2],
+                            peers=["prodigy", "dog"])
+  # The groups of the older protocol first, in their order, then the three new groups.
+  assert [(r.label, r.group) for r in runs] == [
+      ("sls", "line_search"), ("tlr", "line_search"), ("sgd lr=0.1", "sgd"),
+      ("adam lr=0.001", "adam"), ("tlr init=0.001", "tlr_init"),
+      ("adam const lr=0.003", "adam_const"), ("adam const lr=0.0003", "adam_const"),
+      ("schedule_free_adamw lr=0.01", "schedule_free"), ("prodigy", "peer"), ("dog", "peer")]
+  by_label = {r.label: r.optimizer for r in runs}
+  # Constant Adam: no schedule, no warm-up.
+  assert by_label["adam const lr=0.003"] == OptimizerConfig("adam", learning_rate=3e-3)
+  assert by_label["adam const lr=0.0003"].schedule == "constant"
+  assert by_label["adam const lr=0.0003"].warmup_steps == 0
+  # Schedule-free AdamW: Adam's 5% warm-up (50 of 1000 updates), no weight decay.
+  assert by_label["schedule_free_adamw lr=0.01"] == OptimizerConfig(
+      "schedule_free_adamw", learning_rate=1e-2, warmup_steps=50)
+  assert by_label["prodigy"] == OptimizerConfig("prodigy")
+  assert by_label["dog"] == OptimizerConfig("dog")
+  # Without the new arguments: the older protocol's runs, unchanged.
+  old = quality.build_runs(["sls", "tlr"], [0.1], [1e-3], [1e-3], 1000)
+  assert old == runs[:5]
 
 
 def test_steadiness_matches_numpy():
@@ -118,23 +143,197 @@ def test_the_cost_estimate_extrapolates_the_measured_throughput():
                          for label, group, rate, wall in runs]}
   # sls: 1 s per epoch + 4 s overhead; sgd and adam: 0.5 s per epoch + 2 s.
   searches = len(quality.LINE_SEARCHES) + len(quality.TLR_INITS) - 1  # all at sls's cost
-  expected = 3 * (searches * (4 + 10 * 1.0) + (len(quality.SGD_GRID) + len(quality.ADAM_GRID))
-                  * (2 + 10 * 0.5))
+  # Constant Adam, schedule-free AdamW and the peers, not measured: at the measured baselines'.
+  baselines = (len(quality.SGD_GRID) + len(quality.ADAM_GRID) + len(quality.ADAM_CONST_GRID)
+               + len(quality_lm.SCHEDULE_FREE_GRID) + len(quality_lm.PEERS))
+  expected = 3 * (searches * (4 + 10 * 1.0) + baselines * (2 + 10 * 0.5))
   assert quality.estimate_seconds(payload, epochs=10, seeds=3) == pytest.approx(expected)
+  # A measured peer: 4 s per epoch + 1 s for both peers; the unmeasured baselines at the mean
+  # of the three measured families, (2 + 2 + 1) / 3 s + (0.5 + 0.5 + 4) / 3 s per epoch.
+  payload["results"].append({**_result("dog", "peer", 0, 0.9), "images_per_s": 25.0,
+                             "wall_s": 5.0})
+  unmeasured = len(quality.ADAM_CONST_GRID) + len(quality_lm.SCHEDULE_FREE_GRID)
+  expected = 3 * (searches * (4 + 10 * 1.0)
+                  + (len(quality.SGD_GRID) + len(quality.ADAM_GRID)) * (2 + 10 * 0.5)
+                  + len(quality_lm.PEERS) * (1 + 10 * 4.0) + unmeasured * (5 / 3 + 10 * 5 / 3))
+  assert quality.estimate_seconds(payload, epochs=10, seeds=3) == pytest.approx(expected)
+
+
+def _diverged(label, group, seed, *, lr=None, method=None):
+  return {**_result(label, group, seed, 0.0, lr=lr, method=method), "val_accuracy": None,
+          "train_loss": None, "diverged": True}
+
+
+def _curve(result):
+  """``result`` with the step-size curve the figures draw for a line search."""
+  return {**result, "curve": {"step": [1, 2, 3], "step_size": [0.1, 0.2, None]}}
+
+
+def _payload(results, seeds=(0, 1)):
+  settings = {"suite": "mnist", "full": False, "model": "mlp", "dataset": "npz:/d/mnist.npz",
+              "num_train": 90, "num_val": 10, "batch_size": 10, "epochs": 3,
+              "steps_per_epoch": 9, "seeds": list(seeds)}
+  return {"date": "d", "device": "cpu", "command": "c", "settings": settings,
+          "partial_note": "", "results": results}
+
+
+def _rows(text):
+  """The main table's rows by their first cell."""
+  table = text.split("\n\n")[1].splitlines()[2:]
+  return {row.split(" | ")[0][2:]: row for row in table}
+
+
+def test_the_table_has_every_tuned_group_and_the_peers_against_the_best_tuned(tmp_path):
+  accs = {  # label, group, lr: the accuracies of seeds 0 and 1
+      ("sls", "line_search", None): (0.89, 0.91),
+      ("prodigy", "peer", None): (0.87, 0.89),
+      ("sgd lr=0.1", "sgd", 0.1): (0.90, 0.92),
+      ("sgd lr=0.01", "sgd", 0.01): (0.85, 0.85),
+      ("adam lr=0.001", "adam", 1e-3): (0.92, 0.92),
+      ("adam lr=0.0001", "adam", 1e-4): (0.80, 0.80),
+      ("adam const lr=0.003", "adam_const", 3e-3): (0.93, 0.93),
+      ("adam const lr=0.001", "adam_const", 1e-3): (0.935, 0.945),
+      ("adam const lr=0.0003", "adam_const", 3e-4): (0.90, 0.90),
+      # Schedule-free AdamW is the best of all, but not a reference of "vs best tuned".
+      ("schedule_free_adamw lr=0.01", "schedule_free", 1e-2): (0.95, 0.95),
+      ("schedule_free_adamw lr=0.003", "schedule_free", 3e-3): (0.90, 0.90),
+  }
+  results = [_result(label, group, seed, acc, lr=lr)
+             for (label, group, lr), pair in accs.items() for seed, acc in enumerate(pair)]
+  results = [_curve(r) if r["group"] == "line_search" else r for r in results]
+  results += [_diverged("dog", "peer", seed) for seed in (0, 1)]
+  payload = _payload(results)
+  text = quality.markdown(payload)
+  rows = _rows(text)
+  assert list(rows) == ["sls", "prodigy", "dog", "SGD", "Adam, warm-up + cosine",
+                        "Adam, constant", "schedule-free AdamW"]
+  # vs best SGD: against sgd lr=0.1 (91%); vs best tuned: against adam const lr=0.001 (94%).
+  assert rows["sls"].startswith("| sls | defaults | 90.00 ± 1.41 | 89.00-91.00 | -1.00 | -4.00 |")
+  assert rows["prodigy"].startswith("| prodigy | parameter-free, defaults | 88.00 ± 1.41 | "
+                                    "87.00-89.00 | -3.00 | -6.00 |")
+  assert rows["dog"].startswith("| dog | parameter-free, defaults (2 diverged) | - | --- | - | - |")
+  assert rows["SGD"].startswith("| SGD | tuned: lr=0.1 (grid edge) | 91.00 ± 1.41 | 90.00-92.00 | "
+                                "+0.00 | -3.00 |")
+  assert rows["Adam, warm-up + cosine"].startswith(
+      "| Adam, warm-up + cosine | tuned: lr=0.001 (grid edge) | 92.00 ± 0.00 | 92.00-92.00 | "
+      "+1.00 | -2.00 |")
+  assert rows["Adam, constant"].startswith(
+      "| Adam, constant | tuned: lr=0.001 | 94.00 ± 0.71 | 93.50-94.50 | +3.00 | +0.00 |")
+  assert rows["schedule-free AdamW"].startswith(
+      "| schedule-free AdamW | tuned: lr=0.01 (grid edge) | 95.00 ± 0.00 | 95.00-95.00 | +4.00 | "
+      "+1.00 |")
+  assert "vs best tuned: against Adam, constant (adam const lr=0.001, 94.00 ± 0.71%)" in text
+  # The grid table lists every point of the four grids, the picked ones in bold.
+  grid = [line for line in text.splitlines() if line.startswith(
+      ("| sgd |", "| adam |", "| adam_const |", "| schedule_free |"))]
+  assert [" | ".join(line.split(" | ")[:2]) for line in grid] == [
+      "| sgd | **0.1**", "| sgd | 0.01", "| adam | **0.001**", "| adam | 0.0001",
+      "| adam_const | 0.003", "| adam_const | **0.001**", "| adam_const | 0.0003",
+      "| schedule_free | **0.01**", "| schedule_free | 0.003"]
+  # The claim is still about tuned SGD.
+  (claim,) = [c for c in quality.claims(quality.summarise(results), 3)
+              if "tuned SGD" in c["claim"]]
+  assert "tuned SGD (sgd lr=0.1) 91.00 ± 1.41%" in claim["detail"]
+  paths = quality.plot(payload, str(tmp_path / "q"))
+  assert [os.path.basename(p) for p in paths] == ["q_accuracy.png", "q_step_sizes.png"]
+  assert all(os.path.getsize(p) > 0 for p in paths)
+
+
+def test_a_payload_with_some_groups_only_renders(tmp_path):
+  # Peers and schedule-free AdamW only, one of its points diverged: no SGD, no Adam, no line
+  # search, so neither "vs" column has a reference.
+  results = [_result("prodigy", "peer", s, 0.88) for s in (0, 1)]
+  results += [_result("schedule_free_adamw lr=0.003", "schedule_free", s, 0.9, lr=3e-3)
+              for s in (0, 1)]
+  results += [_diverged("schedule_free_adamw lr=0.01", "schedule_free", s, lr=1e-2)
+              for s in (0, 1)]
+  text = quality.markdown(_payload(results))
+  rows = _rows(text)
+  assert list(rows) == ["prodigy", "schedule-free AdamW"]
+  assert rows["prodigy"].startswith(
+      "| prodigy | parameter-free, defaults | 88.00 ± 0.00 | 88.00-88.00 | - | - |")
+  assert rows["schedule-free AdamW"].startswith(
+      "| schedule-free AdamW | tuned: lr=0.003 (grid edge) | 90.00 ± 0.00 |")
+  assert "vs best tuned:" not in text and "| schedule_free | 0.01 | - | - (2 diverged) |" in text
+  paths = quality.plot(_payload(results), str(tmp_path / "some"))
+  assert [os.path.basename(p) for p in paths] == ["some_accuracy.png"]
+  # Adam constant alone is the reference of "vs best tuned"; a group whose every run diverged
+  # has no tuned row, and a figure of diverged runs only still draws.
+  results = [_result("adam const lr=0.001", "adam_const", s, 0.9, lr=1e-3) for s in (0, 1)]
+  results += [_result("prodigy", "peer", s, 0.8) for s in (0, 1)]
+  results += [_diverged("sgd lr=1", "sgd", s, lr=1.0) for s in (0, 1)]
+  rows = _rows(quality.markdown(_payload(results)))
+  assert list(rows) == ["prodigy", "Adam, constant"]
+  assert "| - | -10.00 |" in rows["prodigy"] and "| - | +0.00 |" in rows["Adam, constant"]
+  assert quality.plot(_payload([_diverged("dog", "peer", 0)]), str(tmp_path / "none"))
+
+
+def _old_payload():
+  """A result file of the protocol before constant Adam, schedule-free AdamW and the peers."""
+  settings = {"suite": "mnist", "full": False, "epochs": 20, "seeds": [0, 1], "methods": ["sls"],
+              "sgd_grid": [0.1], "sgd_momentum": 0.9, "adam_grid": [0.001],
+              "adam_warmup_fraction": 0.05, "tlr_inits": []}
+  results = [_result(label, group, seed, 0.9, lr=lr)
+             for label, group, lr in (("sls", "line_search", None), ("sgd lr=0.1", "sgd", 0.1),
+                                      ("adam lr=0.001", "adam", 1e-3))
+             for seed in (0, 1)]
+  return {"settings": settings, "results": results}
+
+
+def test_resume_keeps_the_runs_of_a_file_without_the_new_groups(tmp_path):
+  old = _old_payload()
+  path = tmp_path / "old.json"
+  path.write_text(json.dumps(old))
+  runs = quality.build_runs(["sls"], [0.1], [1e-3], [], 100, adam_const_grid=[1e-3],
+                            schedule_free_grid=[3e-3], peers=["prodigy", "dog"])
+  labels = {r.label for r in runs}
+  settings = {**old["settings"], "adam_const_grid": [1e-3], "schedule_free_grid": [3e-3],
+              "peers": ["prodigy", "dog"]}
+  kept = quality.resumed_results(str(path), settings, quality._SELECTION, labels, [0, 1])
+  assert kept == old["results"]
+  # Only the new groups' runs are left to run.
+  done = {(r["label"], r["seed"]) for r in kept}
+  todo = [(r.label, seed) for seed in (0, 1) for r in runs if (r.label, seed) not in done]
+  assert todo == [(label, seed) for seed in (0, 1) for label in (
+      "adam const lr=0.001", "schedule_free_adamw lr=0.003", "prodigy", "dog")]
+  # The other seeds are dropped, and a setting of what a run does still has to match.
+  assert quality.resumed_results(str(path), {**settings, "seeds": [1]}, quality._SELECTION,
+                                 labels, [1]) == [r for r in old["results"] if r["seed"] == 1]
+  assert quality.resumed_results(str(path), {**settings, "epochs": 5}, quality._SELECTION,
+                                 labels, [0, 1]) == []
+  # The new settings choose runs: a file written with them resumes with other values too.
+  path.write_text(json.dumps({**old, "settings": settings}))
+  assert quality.resumed_results(str(path), {**settings, "peers": [], "adam_const_grid": [3e-4]},
+                                 quality._SELECTION, labels, [0, 1]) == old["results"]
+
+
+def test_peers_must_be_known_and_not_line_searches_too(tmp_path, capsys):
+  for peers, message in (("prodigy,nope", "unknown ['nope']"), ("sls", "also in --methods"),
+                         ("dog,dog", "repeated")):
+    with pytest.raises(SystemExit) as exit_info:
+      quality.main(["--suite", "digits", "--methods", "sls", "--peers", peers,
+                    "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_main_on_digits_writes_the_json_the_table_and_the_figures(tmp_path):
   common = ["--suite", "digits", "--seeds", "0", "--epochs", "1", "--sgd-grid", "0.1", "0.01",
-            "--adam-grid", "1e-3", "--tlr-inits", "--out", str(tmp_path)]
-  first = quality.main([*common, "--methods", "sls"])
+            "--adam-grid", "1e-3", "--tlr-inits", "--adam-const-grid", "1e-3",
+            "--schedule-free-grid", "3e-3", "--out", str(tmp_path)]
+  new_groups = ["adam const lr=0.001", "schedule_free_adamw lr=0.003", "prodigy"]
+  first = quality.main([*common, "--methods", "sls", "--peers", "prodigy"])
   assert [r["label"] for r in first["results"]] == [
-      "sls", "sgd lr=0.1", "sgd lr=0.01", "adam lr=0.001"]
-  payload = quality.main([*common, "--methods", "sls,salsa", "--resume"])
+      "sls", "sgd lr=0.1", "sgd lr=0.01", "adam lr=0.001", *new_groups]
+  payload = quality.main([*common, "--methods", "sls,salsa", "--peers", "prodigy", "--resume"])
   path = tmp_path / "quality_digits.json"
   assert json.loads(path.read_text()) == {k: payload[k] for k in payload
                                            if k not in ("markdown", "figures")}
   labels = [r["label"] for r in payload["results"]]
-  assert sorted(labels) == sorted(["sls", "salsa", "sgd lr=0.1", "sgd lr=0.01", "adam lr=0.001"])
+  assert sorted(labels) == sorted(["sls", "salsa", "sgd lr=0.1", "sgd lr=0.01", "adam lr=0.001",
+                                   *new_groups])
+  assert {k: payload["settings"][k] for k in ("adam_const_grid", "schedule_free_grid",
+                                              "peers")} == {
+      "adam_const_grid": [1e-3], "schedule_free_grid": [3e-3], "peers": ["prodigy"]}
   # --resume kept the finished runs as they were.
   assert [r for r in payload["results"] if r["label"] == "sls"] == [first["results"][0]]
   train, val, _ = data.load("digits", seed=0, test_fraction=0.2)
@@ -149,6 +348,9 @@ def test_main_on_digits_writes_the_json_the_table_and_the_figures(tmp_path):
     assert r["val_accuracy"] * len(val) == pytest.approx(round(r["val_accuracy"] * len(val)))
     assert r["curve"]["step"] == list(range(1, steps + 1))
     rates = r["curve"]["step_size"]
+    if r["group"] in ("schedule_free", "peer"):  # no learning_rate in their states
+      assert rates == [None] * steps and r["final_step_size"] is None
+      continue
     if r["group"] == "adam":  # the linear warm-up starts from 0
       assert rates[0] == 0.0
       rates = rates[1:]
@@ -157,17 +359,29 @@ def test_main_on_digits_writes_the_json_the_table_and_the_figures(tmp_path):
   assert by_label["sls"]["evals_per_step"] >= 1.0
   assert by_label["sgd lr=0.1"]["evals_per_step"] is None
   assert by_label["sgd lr=0.1"]["curve"]["step_size"][0] == pytest.approx(0.1)
+  assert by_label["adam const lr=0.001"]["curve"]["step_size"] == [0.001] * steps
+  assert by_label["schedule_free_adamw lr=0.003"]["optimizer"]["warmup_steps"] == max(
+      1, round(0.05 * steps))
   # SLS resets init_step_size=1 to 2**(1/steps per epoch), then backtracks by 0.9: its first
   # step is 2**(1/steps) * 0.9**k.
   k = (math.log(by_label["sls"]["curve"]["step_size"][0]) - math.log(2) / steps) / math.log(0.9)
   assert k == pytest.approx(round(k), abs=0.01) and round(k) >= 0  # curves keep 4 digits
   table = (tmp_path / "quality_digits.md").read_text()
   best_sgd = max(("sgd lr=0.1", "sgd lr=0.01"), key=lambda k: by_label[k]["val_accuracy"])
-  delta = 100 * (by_label["salsa"]["val_accuracy"] - by_label[best_sgd]["val_accuracy"])
-  assert f"| salsa | defaults | {100 * by_label['salsa']['val_accuracy']:.2f} ± 0.00 |" in table
-  assert f"| {delta:+.2f} |" in table
+  best = max(by_label[k]["val_accuracy"] for k in (best_sgd, "adam lr=0.001",
+                                                   "adam const lr=0.001"))
+  salsa = 100 * by_label["salsa"]["val_accuracy"]
+  delta = salsa - 100 * by_label[best_sgd]["val_accuracy"]
+  delta_best = salsa - 100 * best
+  assert (f"| salsa | defaults | {salsa:.2f} ± 0.00 | {salsa:.2f}-{salsa:.2f} | {delta:+.2f} | "
+          f"{delta_best:+.2f} |") in table
   assert f"| SGD | tuned: lr={best_sgd[7:]} (grid edge) |" in table
-  assert "| Adam | not tuned: lr=0.001 |" in table  # a grid of one point
+  # Grids of one point.
+  assert "| Adam, warm-up + cosine | not tuned: lr=0.001 |" in table
+  assert "| Adam, constant | not tuned: lr=0.001 |" in table
+  assert "| schedule-free AdamW | not tuned: lr=0.003 |" in table
+  assert "| prodigy | parameter-free, defaults |" in table
+  assert "| adam_const | **0.001** |" in table and "| schedule_free | **0.003** |" in table
   assert "Claims checked" in table
   assert [os.path.basename(p) for p in payload["figures"]] == [
       "quality_digits_accuracy.png", "quality_digits_step_sizes.png",
@@ -216,6 +430,7 @@ def test_full_runs_the_same_code_on_a_tfds_data_set(tmp_path):
   with mock_tfds(num_examples=160):
     payload = quality.main(["--suite", "mnist", "--full", "--seeds", "0", "--epochs", "1",
                             "--methods", "sls", "--sgd-grid", "--adam-grid", "--tlr-inits",
+                            "--adam-const-grid", "--schedule-free-grid", "--peers", "",
                             "--out", str(tmp_path)])
   settings = payload["settings"]
   assert settings["full"] and settings["dataset"] == "mnist"
@@ -230,9 +445,33 @@ def test_the_mnist_suite_runs_on_the_real_subset(tmp_path):
     pytest.skip(f"{SHARED_DATA}/mnist_subset.npz not found (set OPTAX_LS_DATA_DIR)")
   payload = quality.main(["--suite", "mnist", "--seeds", "0", "--epochs", "1", "--methods",
                           "sls,salsa", "--sgd-grid", "0.1", "--adam-grid", "--tlr-inits",
+                          "--adam-const-grid", "--schedule-free-grid", "--peers", "",
                           "--out", str(tmp_path)])
   assert payload["settings"]["num_train"] + payload["settings"]["num_val"] == 8000
   assert all(r["val_accuracy"] > 0.8 for r in payload["results"])
+
+
+@pytest.mark.slow
+def test_the_committed_mnist_results_resume_with_the_new_groups(tmp_path):
+  source = os.path.join(quality.RESULTS, "quality_mnist.json")
+  if not os.path.exists(os.path.join(SHARED_DATA, "mnist_subset.npz")) or not os.path.exists(
+      source):
+    pytest.skip("needs mnist_subset.npz (OPTAX_LS_DATA_DIR) and benchmarks/results/"
+                "quality_mnist.json")
+  with open(source) as f:
+    old = json.load(f)
+  # The data file's path as this checkout's harness writes it (the file records its own).
+  old["settings"]["dataset"] = get_config("mnist_subset_mlp").dataset
+  path = tmp_path / "quality_mnist.json"
+  path.write_text(json.dumps(old))
+  payload = quality.main(["--suite", "mnist", "--seeds", "0", "--adam-const-grid",
+                          "--schedule-free-grid", "--peers", "dog", "--resume", "--json",
+                          str(path)])
+  kept = [r for r in old["results"]
+          if r["seed"] == 0 and r["group"] in ("line_search", "sgd", "adam", "tlr_init")]
+  assert len(kept) == 26  # 16 line searches, 2 TLR initial rates, 4 + 4 grid points
+  assert payload["results"][:-1] == kept
+  assert payload["results"][-1]["label"] == "dog" and payload["results"][-1]["group"] == "peer"
 
 
 # The lm suite (benchmarks/quality_lm.py).

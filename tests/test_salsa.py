@@ -96,17 +96,25 @@ def test_accepted_step_satisfies_the_smoothed_criterion(c: float, b3: float):
   assert total_evals > 40 + 10, "the problem must make the search backtrack"
 
 
-def test_adam_salsa_uses_the_preconditioned_criterion_and_momentum_direction():
-  """Eq. 7 replayed in float64: s_k sums g^2 / (sqrt(v_hat) + eps); the update is -eta m_hat/..."""
+@pytest.mark.parametrize("search_direction", ["momentum_free", "momentum"])
+def test_adam_salsa_uses_the_preconditioned_criterion_and_momentum_direction(search_direction):
+  """Eq. 7 replayed in float64: s_k sums -<g, d>; the update is -eta m_hat/(sqrt(v_hat) + eps).
+
+  ``d`` is the momentum-free direction -g/(sqrt(v_hat) + eps) (the paper's) or, with
+  ``search_direction="momentum"``, the applied one; there an update whose momentum direction
+  does not descend applies the last accepted step without a search.
+  """
   a, y = _least_squares_data(1)
   b1, b2, eps, c, b3 = 0.9, 0.999, 1e-8, 0.3, 0.99
-  opt, step = _jitted_step(optax_ls.adam_salsa, init_step_size=4.0, speed_up=False)
+  opt, step = _jitted_step(optax_ls.adam_salsa, init_step_size=4.0, speed_up=False,
+                           search_direction=search_direction)
   w, state = jnp.zeros(DIM), opt.init(jnp.zeros(DIM))
   m = v = np.zeros(DIM)
   h_avg = s_avg = 0.0
   backtracked = 0
   for t in range(1, 31):
     x, yb = _batch(a, y, t)
+    prev_step_size = float(state.step_size)
     w_new, state, _ = step(w, state, x, yb)
     eta, k = float(state.learning_rate), int(state.num_evals)
     backtracked += k > 1
@@ -115,21 +123,106 @@ def test_adam_salsa_uses_the_preconditioned_criterion_and_momentum_direction():
     m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
     m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
     denom = np.sqrt(v_hat) + eps
-    search_dir = -g / denom
-    s_k = b3 * s_avg + (1 - b3) * np.sum(g**2 / denom)
-    ok, tol = _criterion_gap(eta, w64, search_dir, x64, y64, f0, h_avg, s_k, c, b3)
-    assert ok >= -tol, (t, ok)
-    if k > 1:
-      bad, tol = _criterion_gap(eta / 0.9, w64, search_dir, x64, y64, f0, h_avg, s_k, c, b3)
-      assert bad < tol, (t, bad)
-    h_avg = b3 * h_avg + (1 - b3) * (f0 - _np_loss(w64 + eta * search_dir, x64, y64))
-    s_avg = s_k
-    np.testing.assert_allclose(float(state.norm_avg), s_avg, rtol=1e-3)
+    search_dir = -m_hat / denom if search_direction == "momentum" else -g / denom
+    slope = g @ search_dir
+    if slope >= 0:  # only along the momentum direction: no search, the last step reused
+      assert search_direction == "momentum" and k == 0 and not bool(state.exhausted)
+      np.testing.assert_allclose(eta, prev_step_size, rtol=1e-6)
+      np.testing.assert_allclose(float(state.norm_avg), s_avg, rtol=1e-3)
+    else:
+      s_k = b3 * s_avg + (1 - b3) * -slope
+      ok, tol = _criterion_gap(eta, w64, search_dir, x64, y64, f0, h_avg, s_k, c, b3)
+      assert ok >= -tol, (t, ok)
+      if k > 1:
+        bad, tol = _criterion_gap(eta / 0.9, w64, search_dir, x64, y64, f0, h_avg, s_k, c, b3)
+        assert bad < tol, (t, bad)
+      h_avg = b3 * h_avg + (1 - b3) * (f0 - _np_loss(w64 + eta * search_dir, x64, y64))
+      s_avg = s_k
+      np.testing.assert_allclose(float(state.norm_avg), s_avg, rtol=1e-3)
     # The applied step is the accepted eta along the momentum direction.
     np.testing.assert_allclose(np.asarray(w_new) - w64, -eta * m_hat / denom, rtol=2e-3,
                                atol=1e-6)
     w = w_new
-  assert backtracked >= 4, "the problem must make the search backtrack"
+  # Along the momentum direction the slope is flatter: fewer searches backtrack.
+  assert backtracked >= (4 if search_direction == "momentum_free" else 1), backtracked
+
+
+def test_adam_salsa_momentum_search_reuses_the_step_on_an_ascent_direction():
+  """A momentum direction that climbs on its batch: no trial, last step reused, next a search."""
+  loss = lambda w, target: 0.5 * jnp.sum((w - target) ** 2)  # noqa: E731
+  opt = optax_ls.adam_salsa(init_step_size=0.5, search_direction="momentum", speed_up=False)
+
+  @jax.jit
+  def step(w, state, target):
+    value, g = jax.value_and_grad(loss)(w, target)
+    updates, state = opt.update(g, state, w, value=value, value_fn=loss, target=target)
+    return optax.apply_updates(w, updates), state
+
+  w = jnp.zeros(3)
+  state = opt.init(w)
+  w, state = step(w, state, jnp.full(3, 4.0))  # builds momentum towards +4
+  first = float(state.step_size)
+  assert int(state.num_evals) >= 1 and first > 0
+  # A target just behind w: the gradient points against the accumulated momentum.
+  w2, state2 = step(w, state, w - 0.01)
+  assert int(state2.num_evals) == 0 and not bool(state2.exhausted)
+  assert float(state2.learning_rate) == pytest.approx(first)
+  assert int(state2.steps_since_search) == 1
+  assert bool(jnp.all(w2 > w)), "the momentum step is applied"
+  w3, state3 = step(w2, state2, jnp.full(3, 4.0))
+  assert int(state3.num_evals) >= 1 and int(state3.steps_since_search) == 0
+
+
+def test_adam_salsa_rejects_an_unknown_search_direction():
+  with pytest.raises(ValueError, match="search_direction"):
+    optax_ls.adam_salsa(search_direction="applied")
+
+
+@pytest.mark.parametrize("total,fraction", [(10, 0.2), (7, 0.5), (5, 0.0), (3, 1.0)])
+def test_cooldown_schedule_is_one_then_linear_to_zero(total: int, fraction: float):
+  schedule = optax_ls.cooldown_schedule(total, fraction)
+  n = max(1, round(fraction * total))
+  for t in range(total + 3):
+    expected = 1.0 if t <= total - n else max(0.0, (total - t) / n)
+    assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
+
+
+@pytest.mark.parametrize("kwargs,name", [({"total_steps": 0}, "total_steps"),
+                                         ({"total_steps": 10, "cooldown_fraction": -0.1},
+                                          "cooldown_fraction")])
+def test_cooldown_schedule_rejects_bad_arguments(kwargs, name):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    optax_ls.cooldown_schedule(**kwargs)
+
+
+def test_adam_salsa_step_schedule_scales_the_applied_step_only():
+  """learning_rate = step_size x schedule(t) at every update; the weights move by exactly that."""
+  a, y = _least_squares_data(2)
+  total = 12
+  factors = optax_ls.cooldown_schedule(total, 0.5)
+  opt, step = _jitted_step(optax_ls.adam_salsa_cooldown, total_steps=total, cooldown_fraction=0.5,
+                           init_step_size=1.0)
+  b1, b2, eps = 0.9, 0.999, 1e-8
+  w, state = jnp.zeros(DIM), opt.init(jnp.zeros(DIM))
+  m = v = np.zeros(DIM)
+  for t in range(total + 2):
+    x, yb = _batch(a, y, t)
+    w_new, state, _ = step(w, state, x, yb)
+    g = _np_grad(*(np.asarray(u, np.float64) for u in (w, x, yb)))
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+    direction = -(m / (1 - b1 ** (t + 1))) / (np.sqrt(v / (1 - b2 ** (t + 1))) + eps)
+    lr, eta = float(state.learning_rate), float(state.step_size)
+    assert eta > 0
+    np.testing.assert_allclose(lr, eta * float(factors(t)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(w_new) - np.asarray(w), lr * direction, rtol=2e-3,
+                               atol=1e-7)
+    w = w_new
+  assert lr == 0.0 and float(factors(total - 1)) > 0.0  # past the run: no step
+
+
+def test_adam_salsa_rejects_a_step_schedule_that_is_not_callable():
+  with pytest.raises(ValueError, match="step_schedule"):
+    optax_ls.adam_salsa(step_schedule=0.5)
 
 
 def test_b3_zero_is_sls_with_the_same_growth():

@@ -210,6 +210,12 @@ OPTIMIZERS: dict[str, _Entry] = {
     "adam_sls": _Entry(_with_epoch(optax_ls.adam_sls), description="Adam + Armijo line search"),
     "salsa": _Entry(_plain(optax_ls.salsa), description="SaLSa (SGD)"),
     "adam_salsa": _Entry(_plain(optax_ls.adam_salsa), description="SaLSa (Adam)"),
+    "adam_salsa_cooldown": _Entry(
+        lambda ctx: optax_ls.adam_salsa_cooldown(total_steps=max(ctx.total_steps, 1),
+                                                 **ctx.config.kwargs),
+        description="ours: Adam + SaLSa along the momentum direction, cool-down over the last "
+        "20% of the run",
+    ),
     "l_sls": _Entry(_with_epoch(optax_ls.l_sls), Needs(metric="loss"), "line search on the loss"),
     "a_sls": _Entry(
         _with_epoch(optax_ls.a_sls), Needs(metric="accuracy"), "line search on the accuracy"
