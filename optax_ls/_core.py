@@ -17,11 +17,13 @@ works with :func:`optax.inject_hyperparams`.
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 Array = jax.Array
@@ -344,7 +346,11 @@ def real_vdot(a: Any, b: Any) -> Array:
 
 
 def concrete(value: Any) -> float | None:
-  """The Python value of a hyperparameter, or None when it is traced."""
+  """The Python value of a hyperparameter, or None when it is traced.
+
+  Also None for ``None`` and for values that are not numbers: validate a
+  hyperparameter with :func:`check` (or :func:`number`) first.
+  """
   if value is None or isinstance(value, jax.core.Tracer):
     return None
   try:
@@ -353,13 +359,67 @@ def concrete(value: Any) -> float | None:
     return None
 
 
-def check(name: str, value: Any, ok: Callable[[float], bool], expected: str) -> None:
-  """Raises ``ValueError`` naming ``name`` when a concrete value is invalid.
+def number(name: str, value: Any, *, optional: bool = False) -> float | None:
+  """The Python value of a numeric hyperparameter; raises ``ValueError`` when it is no number.
 
-  Traced values (inside ``optax.inject_hyperparams`` under ``jax.jit``) are
-  not checked here: they were checked when the transformation was first built.
+  A number is a Python ``int`` or ``float`` (or another real number), a NumPy
+  number, or a NumPy or JAX array holding one integer or floating-point value.
+  Strings, ``bool`` (flags are separate arguments), complex numbers, lists and
+  arrays of several values are not numbers.
+
+  Args:
+    name: the argument's name, for the error message.
+    value: the hyperparameter.
+    optional: whether ``None`` is allowed (it then means "not set").
+
+  Returns:
+    ``float(value)``, or None when ``value`` is traced (inside
+    ``optax.inject_hyperparams`` under ``jax.jit``; it was checked when the
+    transformation was first built) or is an allowed ``None``.
+
+  Raises:
+    ValueError: naming ``name`` when ``value`` is not a number.
   """
-  v = concrete(value)
+  if isinstance(value, jax.core.Tracer) or (value is None and optional):
+    return None
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    if value.dtype.kind not in "iuf":
+      raise ValueError(
+          f"`{name}` must be a number, got {value!r} (an array of dtype {value.dtype})."
+      )
+    if value.size != 1:
+      raise ValueError(
+          f"`{name}` must be a single number, got an array of shape {value.shape}."
+      )
+    return float(np.asarray(value).reshape(()))
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise ValueError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+  return float(value)
+
+
+def check(
+    name: str,
+    value: Any,
+    ok: Callable[[float], bool],
+    expected: str,
+    *,
+    optional: bool = False,
+) -> None:
+  """Raises ``ValueError`` naming ``name`` when a hyperparameter is invalid.
+
+  ``value`` must be a number (see :func:`number`; ``None`` only when
+  ``optional``) for which ``ok`` holds. Traced values (inside
+  ``optax.inject_hyperparams`` under ``jax.jit``) are not checked: they were
+  checked when the transformation was first built.
+
+  Args:
+    name: the argument's name, for the error message.
+    value: the hyperparameter.
+    ok: ``float -> bool``, whether a concrete value is in range.
+    expected: what ``ok`` asks for, completing "`name` must be ...".
+    optional: whether ``None`` is allowed (and then not checked).
+  """
+  v = number(name, value, optional=optional)
   if v is None:
     return
   if not ok(v):

@@ -179,6 +179,7 @@ def _hd_transformation(
   """SGD-HD along ``d = sign * updates``; ``previous`` stores ``updates`` as given."""
   _core.check("beta", beta, lambda v: v > 0.0, "positive")
   _core.check("init_learning_rate", init_learning_rate, lambda v: v > 0.0, "positive")
+  _core.check("min_learning_rate", min_learning_rate, lambda v: True, "a number", optional=True)
   lo, init = _core.concrete(min_learning_rate), _core.concrete(init_learning_rate)
   if lo is not None and init is not None and init < lo:
     raise ValueError(f"`min_learning_rate` must be at most init_learning_rate = {init}, got {lo}.")

@@ -710,10 +710,11 @@ def _validate(**kw: Any) -> None:
   check("n_sgd", kw["n_sgd"], integer, "a positive integer")
   check("alpha", kw["alpha"], lambda v: v > 0.0, "positive")
   check("max_step_size", kw["max_step_size"], lambda v: v > 0.0, "positive")
-  check("momentum", kw["momentum"], lambda v: 0.0 <= v < 1.0, "in [0, 1) or None")
+  check("momentum", kw["momentum"], lambda v: 0.0 <= v < 1.0, "in [0, 1) or None",
+        optional=True)
   check("t_max", kw["t_max"], integer, "a positive integer")
-  check("dataset_size", kw["dataset_size"], integer, "a positive integer")
-  check("batch_size", kw["batch_size"], integer, "a positive integer")
+  check("dataset_size", kw["dataset_size"], integer, "a positive integer", optional=True)
+  check("batch_size", kw["batch_size"], integer, "a positive integer", optional=True)
   if (kw["dataset_size"] is None) != (kw["batch_size"] is None):
     missing = "batch_size" if kw["batch_size"] is None else "dataset_size"
     raise ValueError(

@@ -881,12 +881,7 @@ def _variance_of_mean(values: Array, dtype: Any) -> Array:
 def _validate(**kw: Any) -> None:
   """Checks PLS's hyperparameters; raises ``ValueError`` naming the argument."""
   check = _core.check
-  budget = kw["budget"]
-  if isinstance(budget, bool) or (
-      _core.concrete(budget) is None and not isinstance(budget, jax.core.Tracer)
-  ):
-    raise ValueError(f"`budget` must be a positive integer, got {budget!r}.")
-  check("budget", budget, lambda v: v >= 1 and v == int(v), "a positive integer")
+  check("budget", kw["budget"], lambda v: v >= 1 and v == int(v), "a positive integer")
   _core.check_step_sizes(kw["init_step_size"], kw["min_step_size"], kw["max_step_size"])
   check("c1", kw["c1"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
   check("c2", kw["c2"], lambda v: 0.0 < v < 1.0, "in (0, 1)")

@@ -444,7 +444,7 @@ def _sls_transformation(
   ``benchmarks/step_overhead.py``).
   """
   h = _validate(method, **hyper)
-  _core.check("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+  _core.check("momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)", optional=True)
   init_step_size = hyper["init_step_size"]
 
   def init_fn(params: optax.Params) -> ScaleBySlsState:
@@ -594,6 +594,8 @@ def _validate(method: str, **kw: Any) -> _Hyper:
     check("increase_factor", kw["increase_factor"], lambda v: v > 1.0, "greater than 1")
   else:
     check("c", kw["c"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
+    # Unused by the Armijo search, but still a number.
+    check("increase_factor", kw["increase_factor"], lambda v: True, "a number")
   check("decrease_factor", kw["decrease_factor"], lambda v: 0.0 < v < 1.0, "in (0, 1)")
   check("gamma", kw["gamma"], lambda v: v >= 1.0, "at least 1")
   _core.check_step_sizes(kw["init_step_size"], kw["min_step_size"], kw["max_step_size"])
@@ -603,9 +605,8 @@ def _validate(method: str, **kw: Any) -> _Hyper:
       lambda v: v >= 1 and v == int(v),
       "a positive integer",
   )
+  check("reset_option", kw["reset_option"], lambda v: v in (0, 1, 2), "0, 1 or 2")
   option = _core.concrete(kw["reset_option"])
-  if option is not None and option not in (0, 1, 2):
-    raise ValueError(f"`reset_option` must be 0, 1 or 2, got {kw['reset_option']!r}.")
   n = kw["n_batches_per_epoch"]
   if option == 1 and n is None:
     raise ValueError(
@@ -613,5 +614,6 @@ def _validate(method: str, **kw: Any) -> _Hyper:
         "before each search, so `n_batches_per_epoch` (mini-batches per epoch) is required; "
         "pass it, or choose reset_option=0 (keep) or 2 (restart from init_step_size)."
     )
-  check("n_batches_per_epoch", n, lambda v: v >= 1, "a positive number of batches")
+  check("n_batches_per_epoch", n, lambda v: v >= 1, "a positive number of batches",
+        optional=True)
   return _Hyper(**kw)

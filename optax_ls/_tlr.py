@@ -519,8 +519,10 @@ def _validate(method: str, variant: str, per_layer: bool | str, **kw: Any) -> _H
   check("eta", kw["eta"], lambda v: v > 0.0, "positive")
   check("p", kw["p"], lambda v: v > 0.0, "positive")
   window, n = kw["window"], kw["n_batches_per_epoch"]
-  check("window", window, lambda v: v >= 1 and v == int(v), "a positive integer")
-  check("n_batches_per_epoch", n, lambda v: v >= 1, "a positive number of batches")
+  check("window", window, lambda v: v >= 1 and v == int(v), "a positive integer",
+        optional=True)
+  check("n_batches_per_epoch", n, lambda v: v >= 1, "a positive number of batches",
+        optional=True)
   calls = None
   if variant == "efficient":
     if window is not None and n is not None:

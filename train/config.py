@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from train.optimizers import OPTIMIZERS, OptimizerConfig
+from train.errors import ConfigError
+from train.optimizers import DEFAULT_LEARNING_RATES, OPTIMIZERS, OptimizerConfig
 
 SHARED_DATA = os.environ.get(
     "OPTAX_LS_DATA_DIR",
@@ -96,37 +98,86 @@ class Config:
   out: str | None = None
 
   def validate(self) -> Config:
-    """Checks the fields that do not depend on the data; returns ``self``."""
-    if self.model_kwargs is None or "num_classes" in self.model_kwargs:
-      raise ValueError("`model_kwargs` must not set num_classes: the data set decides it.")
+    """Checks the fields that do not depend on the data; returns ``self``.
+
+    Every field must have its type (``--set`` reads a value that is not a Python literal as
+    a string: ``--set epochs=abc`` fails here, naming ``epochs``) and lie in its range; each
+    optimizer is checked by :meth:`train.optimizers.OptimizerConfig.validate`.
+
+    Raises:
+      ConfigError: (a ``ValueError``) naming the first field that is wrong.
+    """
+    _check_types(self)
+    if "num_classes" in self.model_kwargs:
+      raise ConfigError("`model_kwargs` must not set num_classes: the data set decides it.")
     positive = ("epochs", "batch_size", "eval_batch_size", "log_every", "accumulation_steps")
     for field in positive:
       if getattr(self, field) < 1:
-        raise ValueError(f"`{field}` must be >= 1, got {getattr(self, field)}.")
+        raise ConfigError(f"`{field}` must be >= 1, got {getattr(self, field)}.")
     if self.max_steps is not None and self.max_steps < 1:
-      raise ValueError(f"`max_steps` must be >= 1 or None, got {self.max_steps}.")
+      raise ConfigError(f"`max_steps` must be >= 1 or None, got {self.max_steps}.")
+    if self.seed < 0:
+      raise ConfigError(f"`seed` must be >= 0, got {self.seed}.")
     if self.batch_size % self.accumulation_steps:
-      raise ValueError(f"`batch_size` {self.batch_size} must be a multiple of "
-                       f"`accumulation_steps` {self.accumulation_steps}.")
+      raise ConfigError(f"`batch_size` {self.batch_size} must be a multiple of "
+                        f"`accumulation_steps` {self.accumulation_steps}.")
     if self.sequence_length is not None and self.sequence_length < 1:
-      raise ValueError(f"`sequence_length` must be >= 1 or None, got {self.sequence_length}.")
+      raise ConfigError(f"`sequence_length` must be >= 1 or None, got {self.sequence_length}.")
     if self.checkpoint_every < 0:
-      raise ValueError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
+      raise ConfigError(f"`checkpoint_every` must be >= 0, got {self.checkpoint_every}.")
     if (self.checkpoint_every or self.resume) and self.out is None:
-      raise ValueError("checkpoints (`checkpoint_every`, `resume`) need an `out` directory.")
+      raise ConfigError("checkpoints (`checkpoint_every`, `resume`) need an `out` directory.")
     if not 0.0 < self.test_fraction < 1.0:
-      raise ValueError(f"`test_fraction` must lie in (0, 1), got {self.test_fraction}.")
+      raise ConfigError(f"`test_fraction` must lie in (0, 1), got {self.test_fraction}.")
     if not self.optimizers:
-      raise ValueError("`optimizers` is empty.")
+      raise ConfigError("`optimizers` is empty.")
+    for optimizer in self.optimizers:
+      optimizer.validate()
     names = [opt.name for opt in self.optimizers]
-    for name in names:
-      if name not in OPTIMIZERS:
-        raise ValueError(
-            f"Unknown optimizer {name!r}; known optimizers: {', '.join(sorted(OPTIMIZERS))}."
-        )
     if len(set(names)) != len(names):
-      raise ValueError(f"`optimizers` names must be distinct, got {names}.")
+      raise ConfigError(f"`optimizers` names must be distinct, got {names}.")
     return self
+
+
+# The type each field of Config must have, as (check, what it must be).
+_INTEGER = (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer")
+_NUMBER = (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number")
+_BOOL = (lambda v: isinstance(v, bool), "True or False")
+_STR = (lambda v: isinstance(v, str), "a string")
+_PATH = (lambda v: v is None or isinstance(v, str | os.PathLike), "a path or None")
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": _STR,
+    "dataset": _STR,
+    "data_dir": _PATH,
+    "test_fraction": _NUMBER,
+    "model": _STR,
+    "model_kwargs": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+                     "a dict of model arguments"),
+    "optimizers": (lambda v: isinstance(v, tuple | list)
+                   and all(isinstance(o, OptimizerConfig) for o in v),
+                   "a tuple of OptimizerConfig"),
+    "epochs": _INTEGER,
+    "batch_size": _INTEGER,
+    "eval_batch_size": _INTEGER,
+    "augment": _BOOL,
+    "seed": _INTEGER,
+    "max_steps": (lambda v: v is None or _INTEGER[0](v), "an integer or None"),
+    "accumulation_steps": _INTEGER,
+    "sequence_length": (lambda v: v is None or _INTEGER[0](v), "an integer or None"),
+    "log_every": _INTEGER,
+    "checkpoint_every": _INTEGER,
+    "resume": _BOOL,
+    "out": _PATH,
+}
+
+
+def _check_types(config: Config) -> None:
+  """Raises a ConfigError naming the first field of ``config`` whose type is wrong."""
+  for field in dataclasses.fields(config):
+    ok, expected = _FIELD_TYPES[field.name]
+    value = getattr(config, field.name)
+    if not ok(value):
+      raise ConfigError(f"`{field.name}` must be {expected}, got {value!r}.")
 
 
 def _subset(file: str) -> str:
@@ -577,9 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
   )
   parser.add_argument("--config", default="digits_mlp", choices=sorted(CONFIGS),
                       metavar="NAME", help="a named configuration (default: digits_mlp)")
+  defaults = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LEARNING_RATES.items())
   parser.add_argument("--optimizer", metavar="NAME[,NAME...]",
-                      help="train with these optimizers instead of the config's (defaults of each)")
-  parser.add_argument("--lr", type=positive_float, help="learning rate of every baseline")
+                      help="train with these optimizers instead of the config's, each with its "
+                      f"defaults (learning rates: {defaults}; the line searches find their own)")
+  parser.add_argument("--lr", type=positive_float,
+                      help="learning rate of every baseline (default: the config's, or each "
+                      "optimizer's own, see --optimizer)")
   parser.add_argument("--epochs", type=_positive_int, help="epochs")
   parser.add_argument("--batch-size", type=_positive_int, help="examples per batch")
   parser.add_argument("--max-steps", type=_positive_int, help="stop after this many updates")
@@ -602,7 +657,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
   """Parses the command line ``argv`` (``sys.argv[1:]`` when None) into a :class:`Config`.
 
   Starts from ``--config NAME`` (:func:`get_config`, ``digits_mlp`` by default), then applies
-  ``--optimizer`` (each named optimizer with its defaults), ``--lr`` (every optimizer's
+  ``--optimizer`` (each named optimizer with its defaults, its learning rate included:
+  :data:`train.optimizers.DEFAULT_LEARNING_RATES`), ``--lr`` (every optimizer's
   ``learning_rate``), the plain options (``--epochs``, ``--batch-size``, ``--max-steps``,
   ``--seed``, ``--dataset``, ``--data-dir``, ``--model``, ``--out``, ``--checkpoint-every``,
   ``--resume``) and last the ``--set KEY=VALUE`` overrides in order (see the module docstring).

@@ -33,6 +33,7 @@ sees the batches it would have seen.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
@@ -862,15 +863,32 @@ def _load_tfds(name: str, data_dir: str | None):
 
 
 def _tfds_data_source(tfds: Any, name: str, split: str, data_dir: str | None) -> Any:
-  """``tfds.data_source(name, split=split)``, or a FileNotFoundError saying how to prepare it."""
+  """``tfds.data_source(name, split=split)``, or a FileNotFoundError saying how to prepare it.
+
+  What tfds logs while it looks (absl warnings such as "has no dataset_info.json") is shown
+  when the data set opens and dropped when it does not: the error then says it all.
+  """
+  absl_logger = logging.getLogger("absl")
+  held: list[logging.LogRecord] = []
+
+  def hold(record: logging.LogRecord) -> bool:
+    held.append(record)
+    return False
+
+  absl_logger.addFilter(hold)
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   # What tfds raises depends on what is missing (NotImplementedError for no
   # array_record files, KeyError for no split info, OSError, ...): all mean "not prepared".
   except (NotImplementedError, KeyError, ValueError, AssertionError, OSError) as err:
     cause = str(err).strip().splitlines()[0] if str(err).strip() else ""
     message = _not_prepared_message(name, data_dir, split)
-    raise FileNotFoundError(f"{message}\n(tfds: {type(err).__name__}: {cause})") from err
+    raise FileNotFoundError(f"{message} (tfds: {type(err).__name__}: {cause})") from err
+  finally:
+    absl_logger.removeFilter(hold)
+  for record in held:
+    absl_logger.handle(record)
+  return source
 
 
 def _not_prepared_message(name: str, data_dir: str | None, split: str) -> str:
@@ -889,10 +907,10 @@ def _not_prepared_message(name: str, data_dir: str | None, split: str) -> str:
   return (
       f"TensorFlow Datasets data set {name!r} (split {split!r}) is not prepared in the "
       f"array_record format in {where}. Prepare it once (this needs the internet, and "
-      f"TensorFlow for most data sets) with\n"
-      f"  tfds build {name} --data_dir=<data_dir> --file_format=array_record\n"
-      f"or tfds.builder({name!r}, data_dir=<data_dir>).download_and_prepare("
-      f"file_format='array_record'), then pass that data_dir.{manual}"
+      f"TensorFlow for most data sets) with "
+      f"`tfds build {name} --data_dir=<data_dir> --file_format=array_record` "
+      f"or `tfds.builder({name!r}, data_dir=<data_dir>).download_and_prepare("
+      f"file_format='array_record')`, then pass that data_dir.{manual}"
   )
 
 

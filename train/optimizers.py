@@ -20,14 +20,30 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
+import numpy as np
 import optax
 
 import optax_ls
+from train.errors import ConfigError
 
 SCHEDULES = ("constant", "step", "cosine")
+
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "sgd": 0.1,
+    "adam": 1e-3,
+    "adamw": 1e-3,
+    "schedule_free_adamw": 0.0025,
+}
+"""The learning rate of each optimizer that takes one, when ``OptimizerConfig.learning_rate``
+is None: SGD 0.1; Adam and AdamW 1e-3 (Kingma and Ba 2015, PyTorch's default);
+schedule-free AdamW 0.0025 (``optax.contrib.schedule_free_adamw``'s default). The other
+optimizers take no learning rate (the line searches find their own; ``polyak_sgd``, ``cocob``,
+``prodigy``, ``dog``, ``optax_backtracking`` have their own defaults, set through ``kwargs``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +66,11 @@ class OptimizerConfig:
   Attributes:
     name: a key of :data:`OPTIMIZERS`.
     learning_rate: the peak learning rate :math:`\eta` of ``sgd``, ``adam`` and ``adamw``
-      (unused by the line searches, which find their own; pass ``init_step_size`` in
-      ``kwargs``, and by the other baselines).
+      and the learning rate of ``schedule_free_adamw``; None (the default) for the
+      optimizer's own default, :data:`DEFAULT_LEARNING_RATES` (SGD 0.1, Adam and AdamW
+      1e-3, schedule-free AdamW 0.0025; see :func:`learning_rate_of`). Unused by the line
+      searches, which find their own (pass ``init_step_size`` in ``kwargs``), and by the
+      other baselines.
     momentum: SGD's heavy-ball momentum (0 for none).
     schedule: the baselines' schedule: ``constant``, ``step`` (divide by 10 at
       50% and 75% of the run, the papers' piece-wise constant schedule) or
@@ -67,12 +86,100 @@ class OptimizerConfig:
   """
 
   name: str = "sls"
-  learning_rate: float = 0.1
+  learning_rate: float | None = None
   momentum: float = 0.0
   schedule: str = "constant"
   warmup_steps: int = 0
   weight_decay: float = 0.0
   kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def validate(self) -> OptimizerConfig:
+    """Checks the fields' types and ranges; returns ``self``.
+
+    Raises:
+      ConfigError: naming the optimizer and the field, for an unknown ``name`` or
+        ``schedule``, a field of the wrong type (a string where a number belongs, as
+        ``--set opt.momentum=abc`` gives), a negative or non-finite ``learning_rate`` or
+        ``weight_decay``, a ``momentum`` outside [0, 1), a negative ``warmup_steps`` or
+        ``kwargs`` that are not a dict of names.
+
+    Example:
+      >>> OptimizerConfig("sgd", momentum=0.9).validate().momentum
+      0.9
+      >>> OptimizerConfig("sgd", momentum="abc").validate()
+      Traceback (most recent call last):
+      ...
+      train.errors.ConfigError: optimizer 'sgd': `momentum` must be a number, got 'abc'.
+    """
+    if not isinstance(self.name, str) or self.name not in OPTIMIZERS:
+      raise ConfigError(
+          f"Unknown optimizer {self.name!r}; known optimizers: {', '.join(sorted(OPTIMIZERS))}."
+      )
+
+    def fail(field: str, expected: str) -> NoReturn:
+      raise ConfigError(
+          f"optimizer {self.name!r}: `{field}` must be {expected}, got {getattr(self, field)!r}."
+      )
+
+    def number(field: str) -> float | None:
+      """The field's value as a float; None when it is no number (a string, a bool, ...)."""
+      value = getattr(self, field)
+      if isinstance(value, bool | np.bool_):
+        return None
+      if isinstance(value, numbers.Real):
+        return float(value)
+      if getattr(value, "shape", None) == () and getattr(value, "dtype", None) is not None:
+        return float(value) if np.dtype(value.dtype).kind in "iuf" else None  # a 0-d array
+      return None
+
+    if self.learning_rate is not None:
+      lr = number("learning_rate")
+      if lr is None:
+        fail("learning_rate", "a number or None")
+      if not 0.0 <= lr < math.inf:
+        fail("learning_rate", "non-negative and finite")
+    momentum = number("momentum")
+    if momentum is None:
+      fail("momentum", "a number")
+    if not 0.0 <= momentum < 1.0:
+      fail("momentum", "in [0, 1)")
+    if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
+      fail("schedule", f"one of {SCHEDULES}")
+    if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps,
+                                                              numbers.Integral):
+      fail("warmup_steps", "an integer")
+    if self.warmup_steps < 0:
+      fail("warmup_steps", ">= 0")
+    weight_decay = number("weight_decay")
+    if weight_decay is None:
+      fail("weight_decay", "a number")
+    if not 0.0 <= weight_decay < math.inf:
+      fail("weight_decay", ">= 0 and finite")
+    if not isinstance(self.kwargs, dict) or not all(isinstance(k, str) for k in self.kwargs):
+      fail("kwargs", "a dict of keyword arguments")
+    return self
+
+
+def learning_rate_of(config: OptimizerConfig) -> float | None:
+  """The learning rate ``config`` trains with: its own, or its optimizer's default.
+
+  Args:
+    config: an optimizer's configuration.
+
+  Returns:
+    ``config.learning_rate`` when set, else the default of :data:`DEFAULT_LEARNING_RATES`;
+    None for an optimizer that takes no learning rate (the line searches, ``polyak_sgd``,
+    ...) and was given none.
+
+  Example:
+    >>> [learning_rate_of(OptimizerConfig(name)) for name in ("sgd", "adam", "sls")]
+    [0.1, 0.001, None]
+    >>> learning_rate_of(OptimizerConfig("adam", learning_rate=3e-4))
+    0.0003
+  """
+  if config.learning_rate is not None:
+    return config.learning_rate
+  return DEFAULT_LEARNING_RATES.get(config.name)
 
 
 class Needs(NamedTuple):
@@ -114,7 +221,7 @@ class _Context(NamedTuple):
 
 def _schedule(ctx: _Context) -> optax.Schedule:
   cfg, total = ctx.config, max(ctx.total_steps, 1)
-  lr = cfg.learning_rate
+  lr = learning_rate_of(cfg)
   if cfg.schedule == "constant":
     main = optax.constant_schedule(lr)
   elif cfg.schedule == "step":
@@ -147,7 +254,7 @@ def _adamw(ctx: _Context) -> optax.GradientTransformation:
 def _schedule_free_adamw(ctx: _Context) -> optax.GradientTransformation:
   cfg = ctx.config
   return optax.contrib.schedule_free_adamw(
-      **{"learning_rate": cfg.learning_rate, "warmup_steps": cfg.warmup_steps or None,
+      **{"learning_rate": learning_rate_of(cfg), "warmup_steps": cfg.warmup_steps or None,
          "weight_decay": cfg.weight_decay, **cfg.kwargs}
   )
 
@@ -294,7 +401,9 @@ def make_optimizer(
     a :class:`Needs`) and the L2 coefficient ``l2`` the train step adds to the loss.
 
   Raises:
-    ValueError: for an unknown name, schedule or negative weight decay.
+    ConfigError: (a ``ValueError``) for an invalid ``config``
+      (:meth:`OptimizerConfig.validate`: an unknown name or schedule, a negative weight
+      decay, ...).
 
   Example:
     >>> import jax.numpy as jnp
@@ -312,14 +421,7 @@ def make_optimizer(
     >>> make_optimizer(OptimizerConfig("a_sls"), steps_per_epoch=2, total_steps=8).needs.metric
     'accuracy'
   """
-  if config.name not in OPTIMIZERS:
-    raise ValueError(
-        f"Unknown optimizer {config.name!r}; known optimizers: {', '.join(sorted(OPTIMIZERS))}."
-    )
-  if config.schedule not in SCHEDULES:
-    raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {config.schedule!r}.")
-  if config.weight_decay < 0:
-    raise ValueError(f"`weight_decay` must be >= 0, got {config.weight_decay}.")
+  config.validate()
   entry = OPTIMIZERS[config.name]
   ctx = _Context(config, steps_per_epoch, total_steps, dataset_size, batch_size)
   tx = optax.with_extra_args_support(entry.build(ctx))

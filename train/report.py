@@ -15,16 +15,39 @@ METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 
 
+def format_seconds(seconds: float) -> str:
+  """A duration for a person: tenths of a second from 1 s, milliseconds below.
+
+  Args:
+    seconds: the duration, non-negative.
+
+  Returns:
+    ``"12.3 s"``, ``"34 ms"`` or, under 10 ms, two significant digits of milliseconds
+    (``"3.4 ms"``), so that a short epoch does not print as ``0.0 s``.
+
+  Example:
+    >>> [format_seconds(s) for s in (75.04, 1.23, 0.0342, 0.0034, 0.0)]
+    ['75.0 s', '1.2 s', '34 ms', '3.4 ms', '0 ms']
+  """
+  if seconds >= 0.9995:
+    return f"{seconds:.1f} s"
+  if seconds >= 0.01:
+    return f"{seconds * 1e3:.0f} ms"
+  return f"{seconds * 1e3:.2g} ms"
+
+
 def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -> str:
   """One line for ``name``'s epoch record ``evals``, with the last step size of ``train``.
 
-  The step size (``learning_rate``) and the loss evaluations per step (``evals_per_step``)
-  come from the last train record, when it has them.
+  The step size (``learning_rate``) comes from the last train record, when it has one. The
+  loss evaluations per step are the epoch's mean, ``evals["evals_per_step"]``; for a record
+  without it, those of the last train record (the mean of its metrics window only).
 
   Args:
     name: the optimizer's name (padded to 12 columns).
     evals: an eval record of :func:`train.train.train_one`, with ``epoch``, ``step``,
-      ``train_loss``, ``test_loss``, ``test_accuracy`` and ``seconds``.
+      ``train_loss``, ``test_loss``, ``test_accuracy``, ``seconds`` (printed by
+      :func:`format_seconds`) and, for optimizers that count them, ``evals_per_step``.
     train: the optimizer's train records so far (may be empty).
 
   Returns:
@@ -32,11 +55,11 @@ def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -
 
   Example:
     >>> evals = {"epoch": 0, "step": 45, "train_loss": 0.51234, "test_loss": 0.3,
-    ...          "test_accuracy": 0.9, "seconds": 1.23}
+    ...          "test_accuracy": 0.9, "evals_per_step": 1.5, "seconds": 1.23}
     >>> print(format_eval("sls", evals, [{"learning_rate": 0.5, "evals_per_step": 1.25}]))
     ... # doctest: +NORMALIZE_WHITESPACE
     sls          epoch   0  step     45  train_loss 0.5123  test_loss 0.3000  test_acc 0.9000
-      step_size 0.5  evals/step 1.25  (1.2 s)
+      step_size 0.5  evals/step 1.50  (1.2 s)
   """
   line = (
       f"{name:<12} epoch {evals['epoch']:>3}  step {evals['step']:>6}  "
@@ -47,9 +70,11 @@ def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -
     line += f"  test_bpc {evals['test_bits_per_char']:.3f}"
   if train and "learning_rate" in train[-1]:
     line += f"  step_size {train[-1]['learning_rate']:.3g}"
-  if train and "evals_per_step" in train[-1]:
+  if "evals_per_step" in evals:
+    line += f"  evals/step {evals['evals_per_step']:.2f}"
+  elif train and "evals_per_step" in train[-1]:
     line += f"  evals/step {train[-1]['evals_per_step']:.2f}"
-  return line + f"  ({evals['seconds']:.1f} s)"
+  return line + f"  ({format_seconds(evals['seconds'])})"
 
 
 def throughput(train: list[dict[str, Any]]) -> float | None:

@@ -39,6 +39,7 @@ import optax_ls
 from models import get_model
 from train import checkpoint, data, report
 from train.config import Config
+from train.errors import ConfigError, config_error
 from train.optimizers import Needs, OptimizerConfig, make_optimizer
 
 History = dict[str, dict[str, list[dict[str, Any]]]]
@@ -461,7 +462,7 @@ def _checkpoint_manager(config: Config, optimizer: OptimizerConfig) -> Any:
   latest = manager.latest_step()
   if latest is not None and not config.resume:
     manager.close()
-    raise ValueError(
+    raise ConfigError(
         f"{directory} holds checkpoints of an earlier run (latest step {latest}). Pass --resume "
         "(Config.resume) to continue that run, or choose another --out (or delete the directory) "
         "to start afresh."
@@ -674,7 +675,9 @@ def train_one(
   ``evals_per_step`` (where the optimizer counts them), the last ``learning_rate`` and
   ``images_per_s``. Eval records (every epoch, and where ``max_steps`` stops a run inside
   one): ``epoch``, ``step``, ``test_loss``, ``test_accuracy`` (:func:`evaluate`),
-  ``train_loss`` (the epoch's mean mini-batch loss) and ``seconds``.
+  ``train_loss`` (the epoch's mean mini-batch loss), ``evals_per_step`` (the mean over the
+  epoch's updates, where the optimizer counts evaluations) and ``seconds`` (the epoch's
+  training and evaluation).
 
   Args:
     config: the run's configuration (epochs, batch size, seed, logging, checkpoints).
@@ -735,6 +738,7 @@ def train_one(
   manager = _checkpoint_manager(config, optimizer)
   window = _Window()
   epoch_losses: list[Any] = []
+  epoch_evals: list[Any] = []  # num_evals of the epoch's steps, where the optimizer counts them
   if manager is not None and config.resume:
     restored = checkpoint.restore(manager, state)
     if restored is not None:
@@ -743,11 +747,12 @@ def train_one(
       records, epoch_losses, window.metrics = (
           extra["records"], extra["epoch_losses"], extra["window"]
       )
+      epoch_evals = extra.get("epoch_evals", [])  # absent from older checkpoints
   train_fn, _ = compiled_steps(mesh)
   step = int(state.step)
   eval_batch = _round_up(config.eval_batch_size, jax.device_count())
 
-  def eval_record(state, epoch, step, epoch_losses, epoch_start) -> dict[str, Any]:
+  def eval_record(state, epoch, step, epoch_losses, epoch_evals, epoch_start) -> dict[str, Any]:
     test = evaluate(state, test_source, spec, eval_batch, mesh)
     losses = [float(v) for v in jax.device_get(epoch_losses)]
     record = {
@@ -758,6 +763,8 @@ def train_one(
         "test_accuracy": test["accuracy"],
         "seconds": time.perf_counter() - epoch_start,
     }
+    if epoch_evals:
+      record["evals_per_step"] = float(np.mean([float(v) for v in jax.device_get(epoch_evals)]))
     if spec.kind == "lm":  # nats per character -> bits per character
       record["train_bits_per_char"] = record["train_loss"] / math.log(2)
       record["test_bits_per_char"] = record["test_loss"] / math.log(2)
@@ -788,6 +795,8 @@ def train_one(
       step += 1
       window.metrics.append(metrics)
       epoch_losses.append(metrics["loss"])
+      if "num_evals" in metrics:
+        epoch_evals.append(metrics["num_evals"])
       bar.update(1)
       if step % config.log_every == 0 or step == total_steps:
         record = _summarise_window(window, step, epoch, config.batch_size)
@@ -800,26 +809,28 @@ def train_one(
         window = _Window()
       if step % steps_per_epoch == 0:
         eval_start = time.perf_counter()
-        records["eval"].append(eval_record(state, epoch, step, epoch_losses, epoch_start))
+        records["eval"].append(
+            eval_record(state, epoch, step, epoch_losses, epoch_evals, epoch_start))
         echo(report.format_eval(optimizer.name, records["eval"][-1], records["train"]))
-        epoch_losses, epoch_start = [], time.perf_counter()
+        epoch_losses, epoch_evals, epoch_start = [], [], time.perf_counter()
         window.start += epoch_start - eval_start  # evaluating is not training throughput
       if manager is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
         # The records and the partial sums of the epoch and of the metrics
         # window travel with the arrays, so that a resumed run writes the same
         # records (up to timings) as an uninterrupted one.
-        fetched = jax.device_get((epoch_losses, window.metrics))
+        fetched = jax.device_get((epoch_losses, window.metrics, epoch_evals))
         checkpoint.save(manager, state, {
             "records": records,
             "epoch_losses": [float(v) for v in fetched[0]],
             "window": [{k: float(v) for k, v in m.items()} for m in fetched[1]],
+            "epoch_evals": [float(v) for v in fetched[2]],
         })
       if step >= total_steps:
         break
   if step % steps_per_epoch and (not records["eval"] or records["eval"][-1]["step"] != step):
     # A run stopped by `max_steps` inside an epoch is evaluated where it stopped.
     records["eval"].append(eval_record(state, step // steps_per_epoch, step, epoch_losses,
-                                        epoch_start))
+                                        epoch_evals, epoch_start))
     echo(report.format_eval(optimizer.name, records["eval"][-1], records["train"]))
   bar.close()
   if manager is not None:
@@ -851,9 +862,13 @@ def run(config: Config, *, verbose: bool = True) -> History:
     Per optimizer name, its train and eval records (see :func:`train_one`).
 
   Raises:
-    ValueError: for an invalid ``config`` (:meth:`train.config.Config.validate`), or a
-      ``batch_size`` larger than the training split or not a multiple of the number of
-      devices.
+    ConfigError: (a ``ValueError``; a ``TypeError`` too for an argument a factory does not
+      take) before any optimizer trains, for an invalid ``config``
+      (:meth:`train.config.Config.validate`), a data set that cannot be read as given (an
+      unknown name, a malformed file), a ``batch_size`` larger than the training split or not
+      a multiple of the number of devices, an optimizer or model its arguments cannot build,
+      or checkpoints of an earlier run where this one would save its own.
+    FileNotFoundError: for missing data (a local file, a tfds data set not prepared).
 
   Example:
     >>> import dataclasses
@@ -871,12 +886,15 @@ def run(config: Config, *, verbose: bool = True) -> History:
   start = time.perf_counter()
   lengths = {} if config.sequence_length is None else {
       "context": config.sequence_length, "max_length": config.sequence_length}
-  train_source, test_source, spec = data.load(
-      config.dataset, data_dir=config.data_dir, seed=config.seed,
-      test_fraction=config.test_fraction, **lengths,
-  )
+  try:
+    train_source, test_source, spec = data.load(
+        config.dataset, data_dir=config.data_dir, seed=config.seed,
+        test_fraction=config.test_fraction, **lengths,
+    )
+  except ValueError as e:  # an unknown data set, a malformed file (missing ones stay as they are)
+    raise ConfigError(str(e)) from e
   if config.batch_size > len(train_source):
-    raise ValueError(
+    raise ConfigError(
         f"`batch_size` {config.batch_size} exceeds the {len(train_source)} training examples."
     )
   steps_per_epoch = data.steps_per_epoch(len(train_source), config.batch_size)
@@ -888,19 +906,22 @@ def run(config: Config, *, verbose: bool = True) -> History:
                      total_steps=steps_per_epoch * config.epochs,
                      dataset_size=len(train_source), batch_size=config.batch_size)
     except (TypeError, ValueError) as e:
-      raise type(e)(f"optimizer {optimizer.name!r}: {e}") from e
+      raise config_error(e, f"optimizer {optimizer.name!r}") from e
     manager = _checkpoint_manager(config, optimizer)
     if manager is not None:
       manager.close()
   mesh = make_mesh()
   if config.batch_size % (jax.device_count() * config.accumulation_steps):
-    raise ValueError(
+    raise ConfigError(
         f"`batch_size` {config.batch_size} must be a multiple of the {jax.device_count()} "
         f"devices times the {config.accumulation_steps} micro-batches (accumulation_steps)."
     )
-  model = get_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
   sample, _ = next(data.batches(train_source, spec, batch_size=1, seed=0, epoch=0, augment=False))
-  variables = init_variables(model, jax.random.key(config.seed), sample)
+  try:  # the model's arguments (``--set model.KEY=VALUE``) show when it is built and initialised
+    model = get_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
+    variables = init_variables(model, jax.random.key(config.seed), sample)
+  except (TypeError, ValueError) as e:
+    raise config_error(e, f"model {config.model!r} with {config.model_kwargs}") from e
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
   if verbose and jax.process_index() == 0:
     print(

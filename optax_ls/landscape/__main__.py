@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   from optax_ls.landscape import _record
   from train.config import config_from_args
-  from train.optimizers import OptimizerConfig
+  from train.optimizers import OptimizerConfig, learning_rate_of
 
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -105,9 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not lines:
     print("no line was measured (every update was zero)", file=sys.stderr)
     return 1
-  title = (f"{config.name}: {optimizer.name} lr {optimizer.learning_rate:g} momentum "
-           f"{optimizer.momentum:g}")
-  lr = optimizer.learning_rate
+  run_lr = learning_rate_of(optimizer)  # None for an optimizer without a learning rate
+  lr_text = "-" if run_lr is None else f"{run_lr:g}"
+  title = f"{config.name}: {optimizer.name} lr {lr_text} momentum {optimizer.momentum:g}"
+  lr = 0.1 if run_lr is None else run_lr  # the SGD rates the lines are compared at
   text, paths = _record.write_report(
       lines, config.out, window=window, title=title, learning_rates=(lr, lr / 2, lr / 10),
       extra={"config": dataclasses.asdict(config), "settings": dataclasses.asdict(settings),

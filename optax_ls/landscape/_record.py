@@ -153,6 +153,7 @@ def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True
   """
   from models import get_model
   from train import data
+  from train.optimizers import learning_rate_of
   from train.train import create_state, cross_entropy, init_variables, train_step
 
   config.validate()
@@ -202,7 +203,9 @@ def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True
     lines_dir = os.path.join(config.out, LINES_DIR)
     os.makedirs(lines_dir, exist_ok=True)
   if verbose:
-    print(f"landscape: {config.name}, {optimizer.name} (lr {optimizer.learning_rate:g}, momentum "
+    lr = learning_rate_of(optimizer)
+    lr_text = "-" if lr is None else f"{lr:g}"
+    print(f"landscape: {config.name}, {optimizer.name} (lr {lr_text}, momentum "
           f"{optimizer.momentum:g}), {last} steps, a line every {settings.every}; analysis set "
           f"{analysis_set[1].size} examples in {analysis_set[1].shape[0]} batches, grid "
           f"{len(line_grid)} points on [{settings.interval[0]:g}, {settings.interval[1]:g}]",
@@ -487,7 +490,14 @@ def saved_settings(out: str) -> dict[str, Any]:
   found: dict[str, Any] = {"extra": extra}
   optimizers = (extra.get("config") or {}).get("optimizers") or []
   if optimizers:
-    found["learning_rate"] = optimizers[0]["learning_rate"]
+    from train.optimizers import DEFAULT_LEARNING_RATES
+
+    # None: the optimizer's default rate (train.optimizers.learning_rate_of), if it has one.
+    first = optimizers[0]
+    lr = first.get("learning_rate")
+    lr = DEFAULT_LEARNING_RATES.get(first.get("name")) if lr is None else lr
+    if lr is not None:
+      found["learning_rate"] = lr
   window = (summary.get("analysis") or {}).get("window")
   if window:
     found["window"] = window
