@@ -110,7 +110,8 @@ def markdown(method: str, rows: Sequence[tuple[str, float, dict[str, Any] | None
     ref = r["reference"]
     ref_text = "-" if ref is None else (
         f"{_fmt(ref[_key(r)]['mean'], r['scale'], digits)} ± "
-        f"{_fmt(ref[_key(r)]['std'], r['scale'], digits)} ({ref['label']}"
+        f"{_fmt(None if r['std'] is None else ref[_key(r)]['std'], r['scale'], digits)} "
+        f"({ref['label']}"
         f"{', grid edge' if ref['at_edge'] else ''})")
     peer_cells = []
     for peer in PEERS:
