@@ -460,16 +460,28 @@ def test_the_committed_mnist_results_resume_with_the_new_groups(tmp_path):
                 "quality_mnist.json")
   with open(source) as f:
     old = json.load(f)
+  # As a file of the protocol before constant Adam, schedule-free AdamW and the peers existed:
+  # without their settings and runs.
+  for key in ("adam_const_grid", "schedule_free_grid", "peers"):
+    old["settings"].pop(key, None)
+  old["results"] = [r for r in old["results"]
+                    if r["group"] in ("line_search", "sgd", "adam", "tlr_init")]
   # The data file's path as this checkout's harness writes it (the file records its own).
   old["settings"]["dataset"] = get_config("mnist_subset_mlp").dataset
   path = tmp_path / "quality_mnist.json"
   path.write_text(json.dumps(old))
-  payload = quality.main(["--suite", "mnist", "--seeds", "0", "--adam-const-grid",
+  settings = old["settings"]
+  payload = quality.main(["--suite", "mnist", "--seeds", "0", "--methods",
+                          ",".join(settings["methods"]), "--sgd-grid",
+                          *map(str, settings["sgd_grid"]), "--adam-grid",
+                          *map(str, settings["adam_grid"]), "--tlr-inits",
+                          *map(str, settings["tlr_inits"]), "--adam-const-grid",
                           "--schedule-free-grid", "--peers", "dog", "--resume", "--json",
                           str(path)])
-  kept = [r for r in old["results"]
-          if r["seed"] == 0 and r["group"] in ("line_search", "sgd", "adam", "tlr_init")]
-  assert len(kept) == 26  # 16 line searches, 2 TLR initial rates, 4 + 4 grid points
+  kept = [r for r in old["results"] if r["seed"] == 0]
+  # Every line search, every grid point, TLR's initial rates other than its default.
+  assert len(kept) == (len(settings["methods"]) + len(settings["sgd_grid"])
+                       + len(settings["adam_grid"]) + len(settings["tlr_inits"]) - 1)
   assert payload["results"][:-1] == kept
   assert payload["results"][-1]["label"] == "dog" and payload["results"][-1]["group"] == "peer"
 

@@ -314,7 +314,7 @@ def plot_steps(analysis: dict[str, Any], path: str, *, kernel: int | None = None
 
 def plot_batch_size(analysis: dict[str, Any], path: str, *, kernel: int | None = None,
                     title: str = "") -> str:
-  """Fig. 7: improvements of SGD and PAL per batch size; |l'_b(0)| and its ratio per doubling.
+  """Fig. 7: improvements of SGD and PAL per batch size; ``|l'_b(0)|`` and its ratio per doubling.
 
   From ``analysis["batch_size"]`` (:func:`batch_size_relation`), over the training
   step and smoothed by :func:`smooth`: the improvements ``l(0) - l(s)`` of SGD's
