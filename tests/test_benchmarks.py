@@ -204,6 +204,7 @@ def test_resnet20_steps_commit_the_statistics_of_the_main_pass():
                              rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_transformer_step_benchmark_times_each_optimizer(tmp_path):
   from benchmarks import transformer_step
 

@@ -71,8 +71,9 @@ def test_notebook_opens_with_badge_and_install_cell(path: pathlib.Path):
 
 
 # The CIFAR-10 notebook's smoke run (ResNet-8 on 2 devices through the harness, 1.5-3 minutes on
-# 2 cores) runs with the slow tests, keeping the default test command within its time.
-SLOW_NOTEBOOKS = {"03_cifar10_resnet"}
+# 2 cores) and those of the composing and landscape notebooks (about 18 s each) run with the slow
+# tests, keeping the default test command within its time; the quick start runs in both.
+SLOW_NOTEBOOKS = {"03_cifar10_resnet", "02_composing", "04_landscape"}
 
 
 @pytest.mark.parametrize("path", [

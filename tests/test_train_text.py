@@ -107,7 +107,8 @@ def _lm_batch(text_file, batch=32):
   return spec, x, y
 
 
-@pytest.mark.parametrize("name", ["sls", "adam_salsa"])
+# sls (26 s here) in the slow run: adam_salsa covers the same path in the default run.
+@pytest.mark.parametrize("name", [pytest.param("sls", marks=pytest.mark.slow), "adam_salsa"])
 def test_dropout_inside_a_line_search_is_one_objective(text_file, name):
   """With dropout, the step repeats exactly and its accepted step is an Armijo step of the
   objective with the step's own dropout key; the key changes the objective."""
@@ -142,7 +143,9 @@ def test_dropout_inside_a_line_search_is_one_objective(text_file, name):
   assert abs(other - float(loss)) > 1e-3
 
 
-@pytest.mark.parametrize("name", ["sls", "adam_salsa", "pal"])
+# sls in the default run; adam_salsa and pal in the slow run.
+@pytest.mark.parametrize("name", ["sls", pytest.param("adam_salsa", marks=pytest.mark.slow),
+                                  pytest.param("pal", marks=pytest.mark.slow)])
 def test_gradient_accumulation_equals_the_whole_batch(text_file, name):
   """k = 4 micro-batches (each spread over the 8 devices) give the update of one batch."""
   spec, x, y = _lm_batch(text_file, batch=64)
