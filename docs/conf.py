@@ -44,7 +44,7 @@ language = "en"
 # Every reference to this project's objects must resolve. Left unresolved, since the build is
 # offline (no intersphinx inventories): other packages, the short names of two type aliases,
 # private helpers named in type hints and field lists (``optax_ls._phased.PhaseClock``), and
-# the harness's configuration class, which ``optax_ls.landscape.record`` takes (the harness
+# the harness's configuration class, which ``train.landscape.record`` takes (the harness
 # page describes ``train`` without an API reference).
 nitpicky = True
 nitpick_ignore_regex = [

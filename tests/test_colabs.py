@@ -65,8 +65,12 @@ def test_notebook_opens_with_badge_and_install_cell(path: pathlib.Path):
   )
   assert badge in first.source
   install = next(c for c in nb.cells if c.cell_type == "code")
-  assert "pip" in install.source and f"git+{repo}" in install.source
+  # On Colab: a clone of the repository (the harness runs from a checkout), installed with the
+  # harness's extra; elsewhere only the clone's root on the path.
+  assert f'"{repo}"' in install.source and '"git", "clone"' in install.source
+  assert "pip" in install.source and "[harness]" in install.source
   assert "google.colab" in install.source  # installs on Colab only
+  assert "OPTAX_LS_ROOT" in install.source
   assert re.search(rf"\b{SMOKE_ENV}\b", "".join(c.source for c in nb.cells))
 
 
@@ -84,6 +88,8 @@ def test_notebook_runs_in_smoke_mode(path: pathlib.Path, tmp_path, monkeypatch):
   # The kernel starts its own JAX: it chooses its devices itself, not this
   # process's eight fake ones (conftest.py).
   monkeypatch.delenv("XLA_FLAGS", raising=False)
+  # The kernel runs in tmp_path: the install cell finds the harness through this.
+  monkeypatch.setenv("OPTAX_LS_ROOT", str(ROOT))
   nb = _read(path)
   client = nbclient.NotebookClient(
     nb,

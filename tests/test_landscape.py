@@ -1,4 +1,5 @@
-"""The line-landscape analysis (optax_ls.landscape): measurement, analysis, recording, command."""
+"""The line-landscape analysis (optax_ls.landscape) and the harness's recording and command
+(train.landscape)."""
 
 import dataclasses
 import json
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from optax_ls import landscape
-from optax_ls.landscape import _record
-from optax_ls.landscape.__main__ import main
+from optax_ls.landscape._report import SUMMARY_FILE
+from train.landscape import main, record
 
 
 def _squares(w, batch):
@@ -264,7 +265,7 @@ def test_record_follows_sgd_and_its_step_is_lr_times_the_batch_gradient_norm(tmp
 
   config = dataclasses.replace(_digits_config(learning_rate=0.1), out=str(tmp_path))
   settings = landscape.Settings(every=5, examples=256, resolution=0.05)
-  lines = landscape.record(config, settings, verbose=False)
+  lines = record(config, settings, verbose=False)
   assert [line.step for line in lines] == [0, 5, 10]
   assert len(os.listdir(tmp_path / "lines")) == 3
   for line in lines:
@@ -282,7 +283,7 @@ def test_record_follows_sgd_and_its_step_is_lr_times_the_batch_gradient_norm(tmp
 def test_record_skips_zero_updates_to_the_next_line():
   # LABPAL's measuring calls (here 3 of every 5: steps 0-2 and 5-7) make zero updates.
   config = _digits_config("labpal_sgd", steps=10, kwargs={"approx_batches": 3, "n_sgd": 2})
-  lines = landscape.record(config, landscape.Settings(every=2, examples=64, resolution=0.1),
+  lines = record(config, landscape.Settings(every=2, examples=64, resolution=0.1),
                            verbose=False)
   assert [line.step for line in lines] == [3, 4, 8]  # 0 and 2 -> 3; 4; 6 and 8 -> 8
   assert all(line.update_norm > 0 for line in lines)
@@ -292,7 +293,7 @@ def test_record_rejects_several_optimizers():
   from train.config import Config
 
   with pytest.raises(ValueError, match="one optimizer"):
-    landscape.record(Config(max_steps=2), landscape.Settings(every=1), verbose=False)
+    record(Config(max_steps=2), landscape.Settings(every=1), verbose=False)
   with pytest.raises(ValueError, match="every"):
     landscape.Settings(every=0).validate()
 
@@ -306,7 +307,7 @@ def test_command_records_reports_and_replots(tmp_path, capsys):
   assert "parabola fit" in printed and "s_opt ~ c" in printed
   for name in landscape.FIGURES:
     assert (out / f"{name}.png").stat().st_size > 10_000
-  summary = json.loads((out / _record.SUMMARY_FILE).read_text())
+  summary = json.loads((out / SUMMARY_FILE).read_text())
   assert summary["headline"]["lines"] == 5
   assert summary["settings"]["settings"]["every"] == 5
   assert len(summary["analysis"]["mae2"]) == 5
@@ -315,9 +316,10 @@ def test_command_records_reports_and_replots(tmp_path, capsys):
   (out / "lines.png").unlink()
   assert main(["--plot-only", str(out)]) == 0
   assert (out / "lines.png").exists()
-  replotted = json.loads((out / _record.SUMMARY_FILE).read_text())
+  replotted = json.loads((out / SUMMARY_FILE).read_text())
   assert replotted["settings"] == summary["settings"]  # the run's settings are kept
   assert replotted["headline"] == summary["headline"]
+  assert landscape.saved_settings(str(out))["learning_rate"] == 0.1  # SGD's default, resolved
 
 
 def test_command_rejects_bad_settings(capsys):
@@ -336,7 +338,7 @@ def test_record_says_when_the_epochs_end_the_run_before_max_steps(capsys):
   config = dataclasses.replace(get_config("digits_mlp"), epochs=1, batch_size=256, max_steps=50)
   config = dataclasses.replace(config, optimizers=config.optimizers[1:])  # SGD only
   settings = landscape.Settings(every=2, examples=256, resolution=0.25)
-  lines = landscape.record(config, settings)
+  lines = record(config, settings)
   match = re.search(r"max_steps 50 exceeds the run's 1 epochs of (\d+) steps: it stops after "
                     r"(\d+)", capsys.readouterr().out)
   assert match and match.group(1) == match.group(2)

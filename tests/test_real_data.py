@@ -56,13 +56,14 @@ def test_resnet20_learns_on_the_real_cifar10_subset(tmp_path):
 def test_landscape_lines_on_the_real_mnist_subset_are_parabolic(tmp_path):
   """Seed 003's core result 1 on real data: the full-batch loss along SGD's lines is a parabola."""
   from optax_ls import landscape
+  from train.landscape import record
 
   _require("mnist_subset.npz")
   config = dataclasses.replace(
       get_config("mnist_subset_mlp"), optimizers=(OptimizerConfig("sgd", learning_rate=0.1),),
       max_steps=41, out=str(tmp_path))
-  lines = landscape.record(config, landscape.Settings(every=10, examples=2048, resolution=0.02),
-                           verbose=False)
+  lines = record(config, landscape.Settings(every=10, examples=2048, resolution=0.02),
+                 verbose=False)
   text, paths = landscape.write_report(lines, str(tmp_path), window=0.2)
   print(text)
   analysis = landscape.analyse(lines, window=0.2)

@@ -691,7 +691,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
   Applies the options in the order :func:`parse_args` describes. Bad values exit
   through ``parser.error`` with the reason. Commands that extend the harness's
-  command line (``python -m optax_ls.landscape``) add their own arguments to
+  command line (``python -m train.landscape``) add their own arguments to
   :func:`build_parser` and call this.
 
   Args:

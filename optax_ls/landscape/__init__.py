@@ -13,8 +13,9 @@ derivative (§6).
 
 Measuring is :class:`LineMeter` (one jitted call per line block, ``lax.map`` over
 step sizes and batches, forward-mode directional derivatives); analysing is NumPy
-(:func:`analyse`); :func:`record` follows a run of the training harness; the
-command ``python -m optax_ls.landscape`` records a run and draws the figures.
+(:func:`analyse`); :func:`write_report` writes the summary and the figures. Recording
+the lines along a run of the repository's training harness is the harness's
+(``train.landscape.record``, and the command ``python -m train.landscape``).
 
 Example:
   >>> import jax.numpy as jnp
@@ -57,12 +58,12 @@ from optax_ls.landscape._plots import (
     plot_lines,
     plot_steps,
 )
-from optax_ls.landscape._record import (
+from optax_ls.landscape._report import (
     Settings,
     format_headline,
     headline,
     load_lines,
-    record,
+    saved_settings,
     write_report,
 )
 
@@ -91,7 +92,7 @@ __all__ = [
     "plot_lines",
     "plot_steps",
     "proportionality",
-    "record",
+    "saved_settings",
     "shape_distances",
     "smooth",
     "strategy_steps",

@@ -2,21 +2,24 @@
 
 Each function draws on its own :class:`matplotlib.figure.Figure` with the Agg canvas
 (no ``pyplot``, no global state, nothing to close), saves it as a PNG at 110 dpi and
-returns the file's path, not the figure.
+returns the file's path, not the figure. matplotlib is not a dependency of
+``optax_ls``: it is imported when a figure is drawn (``pip install matplotlib``, or the
+repository's ``harness`` extra).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from optax_ls.landscape._analysis import smooth, strategy_steps
 from optax_ls.landscape._measure import Line
+
+if TYPE_CHECKING:
+  from matplotlib.figure import Figure
 
 FIGURES = ("lines", "fits", "distances", "steps", "batch_size")
 """The figure names: ``<out>/<name>.png``."""
@@ -38,9 +41,20 @@ def _style(names) -> dict[str, dict[str, Any]]:
   return styles
 
 
+def _figure(**kwargs: Any) -> Figure:
+  """A new matplotlib figure on the Agg canvas (matplotlib imported here, not with the module)."""
+  try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+  except ImportError as error:
+    raise ImportError("The landscape figures need matplotlib: pip install matplotlib.") from error
+  figure = Figure(**kwargs)
+  FigureCanvasAgg(figure)
+  return figure
+
+
 def _save(figure: Figure, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  FigureCanvasAgg(figure)
   figure.savefig(path, dpi=110)
   return path
 
@@ -91,7 +105,7 @@ def plot_lines(lines: Sequence[Line], path: str, *, count: int = 6, title: str =
   picks = np.unique(np.linspace(0, len(lines) - 1, min(count, len(lines))).round().astype(int))
   columns = min(3, len(picks))
   rows = -(-len(picks) // columns)
-  figure = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
+  figure = _figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
   for k, i in enumerate(picks):
     line = lines[i]
     ax = figure.add_subplot(rows, columns, k + 1)
@@ -157,7 +171,7 @@ def plot_fits(analysis: dict[str, Any], path: str, *, title: str = "") -> str:
     Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
     ICANN 2021, Sec. 4, Fig. 4 (seed 003).
   """
-  figure = Figure(figsize=(10, 3.4), layout="constrained")
+  figure = _figure(figsize=(10, 3.4), layout="constrained")
   ax = figure.add_subplot(1, 2, 1)
   ax.semilogy(analysis["step"], analysis["mae1"], "o-", ms=3, label="degree 1")
   ax.semilogy(analysis["step"], analysis["mae2"], "o-", ms=3, label="degree 2")
@@ -215,7 +229,7 @@ def plot_distances(analysis: dict[str, Any], path: str, *, title: str = "") -> s
   """
   distances = analysis["distances"]
   steps = analysis["step"]
-  figure = Figure(figsize=(10, 4), layout="constrained")
+  figure = _figure(figsize=(10, 4), layout="constrained")
   ax = figure.add_subplot(1, 2, 1)
   extent = (steps[0], steps[-1], steps[-1], steps[0]) if len(steps) > 1 else None
   image = ax.imshow(distances, cmap="viridis", extent=extent, aspect="auto")
@@ -279,7 +293,7 @@ def plot_steps(analysis: dict[str, Any], path: str, *, kernel: int | None = None
   kernel = _kernel(len(steps), kernel)
   strategies = analysis["strategies"]
   styles = _style(strategies)
-  figure = Figure(figsize=(11, 7.5), layout="constrained")
+  figure = _figure(figsize=(11, 7.5), layout="constrained")
   panels = (("step", "update step s_upd"), ("distance", "s_opt - s_upd"),
             ("improvement", "l(0) - l(s_upd)"))
   for k, (key, label) in enumerate(panels):
@@ -360,7 +374,7 @@ def plot_batch_size(analysis: dict[str, Any], path: str, *, kernel: int | None =
   sizes = relation["sizes"]
   steps = analysis["step"]
   kernel = _kernel(len(steps), kernel)
-  figure = Figure(figsize=(11, 7.5), layout="constrained")
+  figure = _figure(figsize=(11, 7.5), layout="constrained")
   for k, key in enumerate(("sgd", "pal")):
     ax = figure.add_subplot(2, 2, k + 1)
     for j, size in enumerate(sizes):

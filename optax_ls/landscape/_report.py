@@ -1,20 +1,20 @@
-"""Recording lines along a training run of the harness, and the report of what they show."""
+"""The settings of a landscape run, the saved lines, and the report of what they show.
+
+Recording the lines along a run of the repository's training harness is the harness's
+(``train.landscape.record``); everything here takes measured lines.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import sys
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from optax_ls.landscape import _analysis, _plots
-from optax_ls.landscape._measure import DEFAULT_MU, Line, LineMeter, grid, unit_direction
+from optax_ls.landscape._measure import DEFAULT_MU, Line, grid
 
 LINES_DIR = "lines"
 SUMMARY_FILE = "summary.json"
@@ -39,8 +39,8 @@ class Settings:
     bn_train_mode: BatchNorm with batch statistics (as the training loss sees
       it; default) or with the running averages (inference mode).
     window: the half-width of the fits and shape distances (None: seed 003's
-      0.2 for SGD, 0.5 with momentum). :func:`record` does not use it; the command
-      ``python -m optax_ls.landscape`` resolves None and passes it to
+      0.2 for SGD, 0.5 with momentum). ``train.landscape.record`` does not use it; the command
+      ``python -m train.landscape`` resolves None and passes it to
       :func:`write_report`.
 
   Example:
@@ -85,181 +85,11 @@ class Settings:
     return self
 
 
-def _analysis_set(source, spec, batch_size: int, examples: int | None, seed: int):
-  from train import data
-
-  count = len(source) if examples is None else min(examples, len(source))
-  count -= count % batch_size
-  if count < batch_size:
-    raise ValueError(f"The analysis set needs at least one batch of {batch_size} examples; "
-                     f"asked for {examples} of {len(source)}.")
-  indices = np.sort(np.random.default_rng([seed, 3]).permutation(len(source))[:count])
-  x, y = source.get(indices)
-  xs, ys = [], []
-  for bx, by, _ in data.eval_batches(data.Dataset(x, y), spec, batch_size=batch_size):
-    xs.append(bx)
-    ys.append(by)
-  return jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
-
-
-def record(config: Any, settings: Settings = Settings(), *, verbose: bool = True) -> list[Line]:
-  """Trains ``config``'s one optimizer and measures the line of every ``settings.every``-th update.
-
-  The line of update ``u_t = theta_{t+1} - theta_t`` runs through the parameters
-  before it, ``l(s) = L(theta_t + s d)`` with ``d = u_t / ||u_t||``; the run's own
-  step is ``s_upd = ||u_t||`` (seed 003, Eq. 1; for SGD ``d = -g / ||g||`` and
-  ``s_upd = lr ||g||``). ``L`` is the mean training loss (cross-entropy plus the
-  run's L2 term) over the analysis set: ``settings.examples`` training examples
-  drawn once, without augmentation, in batches of ``config.batch_size``; the
-  direction batch is the training batch of the update. A zero update (a measuring
-  call of LABPAL, an accepting call of GOLS-I) defines no line: the next non-zero
-  update is measured instead.
-
-  With ``config.out``, each line goes to ``out/lines/line_<step>.npz`` as it is
-  measured, so that an interrupted run keeps what it measured.
-
-  Args:
-    config: a :class:`train.config.Config` with exactly one optimizer.
-    settings: what to measure (:class:`Settings`).
-    verbose: print the run's setting and show a progress bar (loss, lines
-      measured, seconds per line).
-
-  Returns:
-    The measured :class:`Line` objects, in training order.
-
-  Raises:
-    ValueError: when the config or the settings are not valid, the config has
-      not exactly one optimizer, or the data hold less than one batch.
-
-  Example:
-    >>> import os, tempfile
-    >>> from train.config import Config
-    >>> from train.optimizers import OptimizerConfig
-    >>> sgd = OptimizerConfig("sgd", learning_rate=0.1)
-    >>> with tempfile.TemporaryDirectory() as tmp:  # one SGD step of the embedded digits MLP
-    ...   config = Config(optimizers=(sgd,), max_steps=1, out=tmp)
-    ...   settings = Settings(every=1, examples=32, resolution=0.1, max_widenings=0)
-    ...   lines = record(config, settings, verbose=False)
-    ...   os.listdir(os.path.join(tmp, "lines"))
-    ['line_000000.npz']
-    >>> len(lines), lines[0].steps.shape, lines[0].batch_losses.shape  # 11 steps, 1 batch
-    (1, (11,), (11, 1))
-    >>> round(lines[0].update_norm / abs(lines[0].direction_slope), 4)  # s_upd = lr ||g||
-    0.1
-
-  References:
-    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
-    ICANN 2021, Sec. 3, Eq. 1 (seed 003).
-  """
-  from models import get_model
-  from train import data
-  from train.optimizers import learning_rate_of
-  from train.train import create_state, cross_entropy, init_variables, train_step
-
-  config.validate()
-  settings.validate()
-  if len(config.optimizers) != 1:
-    names = [o.name for o in config.optimizers]
-    raise ValueError(f"A landscape run follows one optimizer's trajectory; the config has {names}: "
-                     "choose one (--optimizer NAME).")
-  optimizer = config.optimizers[0]
-  train_source, _, spec = data.load(config.dataset, data_dir=config.data_dir, seed=config.seed,
-                                    test_fraction=config.test_fraction)
-  batch_size = config.batch_size
-  steps_per_epoch = data.steps_per_epoch(len(train_source), batch_size)
-  if steps_per_epoch < 1:
-    raise ValueError(f"`batch_size` {batch_size} exceeds the {len(train_source)} training "
-                     "examples.")
-  model = get_model(config.model, num_classes=spec.num_classes, **config.model_kwargs)
-  sample, _ = next(data.batches(train_source, spec, batch_size=1, seed=0, epoch=0, augment=False))
-  variables = init_variables(model, jax.random.key(config.seed), sample)
-  total_steps = config.epochs * steps_per_epoch
-  last = total_steps if config.max_steps is None else min(config.max_steps, total_steps)
-  state = create_state(model, variables, optimizer, seed=config.seed,
-                       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                       dataset_size=len(train_source), batch_size=batch_size)
-  analysis_set = _analysis_set(train_source, spec, batch_size, settings.examples, config.seed)
-  key = jax.random.key(config.seed + 2)
-  train_mode = settings.bn_train_mode
-
-  def example_losses(point, batch):
-    params, batch_stats = point
-    x, y = batch
-    logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=train_mode,
-                         rngs={"dropout": key}, mutable=["batch_stats"] if train_mode else False)
-    logits = logits[0] if train_mode else logits
-    loss = cross_entropy(logits, y)
-    if state.l2:
-      loss = loss + 0.5 * state.l2 * sum(jnp.sum(p.astype(jnp.float32) ** 2)
-                                         for p in jax.tree.leaves(params))
-    return loss
-
-  meter = LineMeter(example_losses, batches_per_pass=settings.batches_per_pass,
-                    steps_per_pass=settings.steps_per_pass)
-  step_fn = jax.jit(train_step)  # not donated: the parameters before the update define the line
-  line_grid = grid(*settings.interval, settings.resolution)
-  lines_dir = None
-  if config.out is not None:
-    lines_dir = os.path.join(config.out, LINES_DIR)
-    os.makedirs(lines_dir, exist_ok=True)
-  if verbose:
-    lr = learning_rate_of(optimizer)
-    lr_text = "-" if lr is None else f"{lr:g}"
-    print(f"landscape: {config.name}, {optimizer.name} (lr {lr_text}, momentum "
-          f"{optimizer.momentum:g}), {last} steps, a line every {settings.every}; analysis set "
-          f"{analysis_set[1].size} examples in {analysis_set[1].shape[0]} batches, grid "
-          f"{len(line_grid)} points on [{settings.interval[0]:g}, {settings.interval[1]:g}]",
-          flush=True)
-    if config.max_steps is not None and config.max_steps > total_steps:
-      print(f"landscape: max_steps {config.max_steps} exceeds the run's {config.epochs} epochs of "
-            f"{steps_per_epoch} steps: it stops after {total_steps} (raise --epochs for more)",
-            flush=True)
-
-  lines: list[Line] = []
-  pending = False
-  bar = tqdm(total=last, disable=not verbose, file=sys.stderr, desc=optimizer.name,
-             dynamic_ncols=True)
-  step = 0
-  epoch = 0
-  while step < last:
-    for x, y in data.batches(train_source, spec, batch_size=batch_size, seed=config.seed,
-                             epoch=epoch, augment=config.augment):
-      if step >= last:
-        break
-      new_state, metrics = step_fn(state, jnp.asarray(x), jnp.asarray(y))
-      pending = pending or step % settings.every == 0
-      if pending:
-        update = jax.tree.map(jnp.subtract, new_state.params, state.params)
-        try:
-          direction, norm = unit_direction(update)
-        except ValueError:
-          direction = None  # a zero update: measure the next one
-        if direction is not None:
-          zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
-          line = meter.measure(
-              (state.params, state.batch_stats), (direction, zeros), analysis_set,
-              direction_batch=(jnp.asarray(x), jnp.asarray(y)), steps=line_grid,
-              mu=settings.mu, include=(norm,), max_widenings=settings.max_widenings,
-              update_norm=norm, step=step)
-          lines.append(line)
-          pending = False
-          if lines_dir is not None:
-            line.save(os.path.join(lines_dir, f"line_{step:06d}.npz"))
-          bar.set_postfix(loss=f"{float(metrics['loss']):.3f}", lines=len(lines),
-                          s_per_line=f"{line.seconds:.1f}")
-      state = new_state
-      step += 1
-      bar.update(1)
-    epoch += 1
-  bar.close()
-  return lines
-
-
 def load_lines(directory: str) -> list[Line]:
   """The lines saved under ``directory`` (a run's ``out`` or its ``lines/``), in training order.
 
-  Reads every ``line_*.npz`` written by :func:`record` (or :meth:`Line.save`) from
-  ``directory/lines`` when it exists, else from ``directory``.
+  Reads every ``line_*.npz`` written by the harness's ``train.landscape.record`` (or
+  :meth:`Line.save`) from ``directory/lines`` when it exists, else from ``directory``.
 
   Args:
     directory: a run's output directory or its ``lines`` directory.
@@ -480,6 +310,21 @@ def saved_settings(out: str) -> dict[str, Any]:
     A dict with ``extra`` (the ``settings`` written by :func:`write_report`) and,
     where known, ``learning_rate``, ``window`` and ``title``; empty when there is
     no summary (lines copied without it).
+
+  Example:
+    >>> import json, os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...   summary = {"settings": {"learning_rate": 0.1, "title": "sgd"},
+    ...              "analysis": {"window": 0.2}}
+    ...   with open(os.path.join(tmp, "summary.json"), "w") as f:
+    ...     json.dump(summary, f)
+    ...   found = saved_settings(tmp)
+    >>> found["learning_rate"], found["window"], found["title"]
+    (0.1, 0.2, 'sgd')
+
+  References:
+    Mutschler, Zell, "Empirically explaining SGD from a line search perspective",
+    ICANN 2021 (seed 003).
   """
   path = os.path.join(out, SUMMARY_FILE)
   if not os.path.exists(path):
@@ -488,16 +333,13 @@ def saved_settings(out: str) -> dict[str, Any]:
     summary = json.load(f)
   extra = summary.get("settings") or {}
   found: dict[str, Any] = {"extra": extra}
+  # The run's learning rate as its recorder resolved it, else the one its config names.
+  lr = extra.get("learning_rate")
   optimizers = (extra.get("config") or {}).get("optimizers") or []
-  if optimizers:
-    from train.optimizers import DEFAULT_LEARNING_RATES
-
-    # None: the optimizer's default rate (train.optimizers.learning_rate_of), if it has one.
-    first = optimizers[0]
-    lr = first.get("learning_rate")
-    lr = DEFAULT_LEARNING_RATES.get(first.get("name")) if lr is None else lr
-    if lr is not None:
-      found["learning_rate"] = lr
+  if lr is None and optimizers:
+    lr = optimizers[0].get("learning_rate")
+  if lr is not None:
+    found["learning_rate"] = lr
   window = (summary.get("analysis") or {}).get("window")
   if window:
     found["window"] = window
