@@ -13,6 +13,7 @@ whose ``update`` takes the mini-batch objective as ``value_fn``::
 """
 
 from optax_ls._accumulate import accumulate
+from optax_ls._adapters import apply_gradients, lookahead, multi_transform, nnx_value_fn
 from optax_ls._core import SearchResult, backtracking_search
 from optax_ls._gols import ScaleByGolsIState, gols_i, scale_by_gols_i
 from optax_ls._hypergradient import (
@@ -71,11 +72,15 @@ __all__ = [
     "adam_salsa",
     "adam_salsa_cooldown",
     "adam_sls",
+    "apply_gradients",
     "backtracking_search",
     "cooldown_schedule",
     "gols_i",
     "l_sls",
     "labpal",
+    "lookahead",
+    "multi_transform",
+    "nnx_value_fn",
     "pal",
     "pls",
     "sa_sls",
