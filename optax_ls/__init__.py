@@ -33,6 +33,13 @@ from optax_ls._metric_sls import (
 )
 from optax_ls._pal import ScaleByPalState, pal, scale_by_pal
 from optax_ls._pls import ScaleByPlsState, pls, scale_by_pls
+from optax_ls._progress import (
+    NO_STEP_REASONS,
+    NoProgress,
+    NoProgressWarning,
+    check_progress,
+    nonfinite_value_to_nan,
+)
 from optax_ls._salsa import (
     AdamSalsaState,
     ScaleBySalsaState,
@@ -54,6 +61,9 @@ from optax_ls._tlr import ScaleByTlrState, scale_by_tlr, tlr
 __version__ = "0.1.0"
 
 __all__ = [
+    "NO_STEP_REASONS",
+    "NoProgress",
+    "NoProgressWarning",
     "AdamSalsaState",
     "AdamSlsState",
     "ScaleByGolsIState",
@@ -74,6 +84,7 @@ __all__ = [
     "adam_sls",
     "apply_gradients",
     "backtracking_search",
+    "check_progress",
     "cooldown_schedule",
     "gols_i",
     "l_sls",
@@ -81,6 +92,7 @@ __all__ = [
     "lookahead",
     "multi_transform",
     "nnx_value_fn",
+    "nonfinite_value_to_nan",
     "pal",
     "pls",
     "sa_sls",

@@ -459,10 +459,66 @@ def unshare(state: Any) -> Any:
   return jax.tree.map(fresh, state)
 
 
+def require_floating(params: Any) -> None:
+  """Raises a ``TypeError`` naming the first parameter leaf that is not floating point.
+
+  A step-size method moves the parameters by fractional steps: integer or boolean
+  parameters could not move, and a search on them would spend its whole trial budget
+  and make no step.
+  """
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+      dtype = jnp.asarray(leaf).dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      where = jax.tree_util.keystr(path) or "the parameters"
+      raise TypeError(
+          f"optax_ls: parameter {where} has dtype {dtype}; the methods move parameters by "
+          "fractional steps, so they must be floating point. Cast them (e.g. "
+          "`jax.tree.map(lambda p: p.astype(jnp.float32), params)`), or keep integer leaves "
+          "out of the optimised parameters (optax_ls.multi_transform with optax.set_to_zero).")
+
+
 def unshare_init(init_fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-  """``init_fn`` whose states go through :func:`unshare`."""
+  """``init_fn`` rejecting non-floating parameters, its states through :func:`unshare`."""
 
   def init(params: Any) -> Any:
+    require_floating(params)
     return unshare(init_fn(params))
 
   return init
+
+
+# Why an update made no step, as held in a state's ``no_step_reason`` (0: it made one).
+NO_STEP_REASONS = (
+    "made a step",
+    "not a descent direction (the slope <g, d> is not negative, or the direction is zero)",
+    "non-finite loss or gradient",
+    "search exhausted (no trial step was accepted)",
+    "invalid hyperparameter at run time",
+)
+NOT_DESCENT, NON_FINITE, EXHAUSTED, INVALID = 1, 2, 3, 4
+
+
+def no_step(
+    count: Array,
+    moved: Array,
+    *,
+    not_descent: Any = False,
+    non_finite: Any = False,
+    exhausted: Any = False,
+    invalid: Any = False,
+) -> tuple[Array, Array]:
+  """The state's ``(no_step_count, no_step_reason)`` after an update.
+
+  ``no_step_count`` counts the consecutive updates that made no step (0 after a step);
+  ``no_step_reason`` indexes ``NO_STEP_REASONS``: the first of invalid, non-finite,
+  not a descent direction and exhausted that holds, 0 when the update moved (and
+  exhausted when it did not move for none of them).
+  """
+  reason = jnp.select(
+      [jnp.asarray(c, bool) for c in (moved, invalid, non_finite, not_descent, exhausted)],
+      [0, INVALID, NON_FINITE, NOT_DESCENT, EXHAUSTED],
+      default=EXHAUSTED,  # no step for none of the reasons: the search found none
+  )
+  return (jnp.where(moved, 0, count + 1).astype(jnp.int32), reason.astype(jnp.int32))

@@ -34,6 +34,9 @@ class ScaleBySlsState(NamedTuple):
     exhausted: whether the last search ended without an acceptable step
       (trial budget or ``min_step_size`` reached).
     prev_update: the previous update, for Polyak momentum (None without).
+    no_step_count: how many updates in a row made no step (int32; 0 after a step).
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`).
   """
 
   learning_rate: jax.Array
@@ -41,6 +44,8 @@ class ScaleBySlsState(NamedTuple):
   num_evals: jax.Array
   exhausted: jax.Array
   prev_update: optax.Updates | None
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 class AdamSlsState(NamedTuple):
@@ -54,6 +59,9 @@ class AdamSlsState(NamedTuple):
     step_size: the step size the next search starts from, before its reset.
     num_evals: how many times ``value_fn`` ran in the last update (int32).
     exhausted: whether the last search ended without an acceptable step.
+    no_step_count: how many updates in a row made no step (int32; 0 after a step).
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`).
   """
 
   count: jax.Array
@@ -63,6 +71,8 @@ class AdamSlsState(NamedTuple):
   step_size: jax.Array
   num_evals: jax.Array
   exhausted: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 class _Hyper(NamedTuple):
@@ -387,6 +397,8 @@ def adam_sls(
         step_size=jnp.asarray(init_step_size, jnp.float32),
         num_evals=jnp.zeros((), jnp.int32),
         exhausted=jnp.zeros((), bool),
+        no_step_count=jnp.zeros((), jnp.int32),
+        no_step_reason=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(
@@ -427,6 +439,8 @@ def adam_sls(
         step_size=outcome.step_size,
         num_evals=outcome.num_evals,
         exhausted=outcome.exhausted,
+        no_step_count=jnp.where(outcome.moved, 0, state.no_step_count + 1),
+        no_step_reason=outcome.reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
@@ -455,6 +469,8 @@ def _sls_transformation(
         num_evals=jnp.zeros((), jnp.int32),
         exhausted=jnp.zeros((), bool),
         prev_update=prev_update,
+        no_step_count=jnp.zeros((), jnp.int32),
+        no_step_reason=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(
@@ -494,6 +510,8 @@ def _sls_transformation(
         num_evals=outcome.num_evals,
         exhausted=outcome.exhausted,
         prev_update=prev_update,
+        no_step_count=jnp.where(outcome.moved, 0, state.no_step_count + 1),
+        no_step_reason=outcome.reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
@@ -512,6 +530,25 @@ class _Outcome(NamedTuple):
   step_size: jax.Array  # where the next search starts from
   num_evals: jax.Array
   exhausted: jax.Array
+  reason: jax.Array  # why no step was made (_core.NO_STEP_REASONS; 0: a step)
+
+
+def _runtime_valid(h: _Hyper) -> jax.Array:
+  """Whether the hyperparameters are valid as traced values (``optax.inject_hyperparams``).
+
+  Construction checks the concrete ones; an injected value is only known here. An
+  invalid one runs no search (not a trial budget spent on a condition that cannot hold).
+  """
+  upper = 0.5 if h.line_search_fn == "goldstein" else 1.0
+  f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+  ok = (f32(h.c) > 0) & (f32(h.c) < upper)
+  ok &= (f32(h.decrease_factor) > 0) & (f32(h.decrease_factor) < 1) & (f32(h.gamma) >= 1)
+  ok &= (f32(h.min_step_size) > 0) & (f32(h.init_step_size) > 0)
+  ok &= f32(h.max_step_size) >= f32(h.min_step_size)
+  ok &= f32(h.max_backtracking_steps) >= 1
+  if h.line_search_fn == "goldstein":
+    ok &= f32(h.increase_factor) > 1
+  return ok
 
 
 def _reset_step_size(h: _Hyper, step_size: jax.Array) -> jax.Array:
@@ -546,7 +583,8 @@ def _search(
     num_extra = 1
   value0 = _core.as_scalar(value, "`value`")
   healthy = jnp.isfinite(value0) & jnp.isfinite(slope)
-  descent = healthy & (slope < 0)
+  valid = _runtime_valid(h)
+  descent = healthy & (slope < 0) & valid
 
   if h.line_search_fn == "goldstein":
     rule = _core.goldstein_rule(
@@ -571,6 +609,8 @@ def _search(
   new_step_size = jnp.where(
       result.accepted, result.step_size, jnp.where(exhausted, resume, step_size)
   )
+  _, reason = _core.no_step(jnp.zeros((), jnp.int32), applied > 0, invalid=~valid,
+                            non_finite=~healthy, not_descent=slope >= 0, exhausted=exhausted)
   return _Outcome(
       moved=applied > 0,
       healthy=healthy,
@@ -578,6 +618,7 @@ def _search(
       step_size=new_step_size.astype(jnp.float32),
       num_evals=result.num_evals + num_extra,
       exhausted=exhausted,
+      reason=reason,
   )
 
 

@@ -272,3 +272,24 @@ def test_epoch_line_shows_the_epochs_mean_evaluations_per_step(labpal_run):
   for line, record, mean in zip(lines, evals, means, strict=True):
     assert record["evals_per_step"] == pytest.approx(mean)
     assert line["evals"] == f"{mean:.2f}"
+
+
+# ---------------------------------------------------------------------------
+# Updates that make no step.
+# ---------------------------------------------------------------------------
+
+
+def test_epochs_with_updates_that_made_no_step_are_warned_and_recorded(capsys):
+  # One trial per search from a huge step: almost every search ends without a step.
+  history = main(["--optimizer", "sls", "--epochs", "1", "--max-steps", "6", "--set",
+                  "opt.kwargs.max_backtracking_steps=1", "--set", "opt.kwargs.reset_option=2",
+                  "--set", "opt.kwargs.init_step_size=1000"])
+  (evals,) = history["sls"]["eval"]
+  assert evals["no_step_updates"] == 6
+  assert evals["no_step_reasons"] == {"search exhausted (no trial step was accepted)": 6}
+  out = capsys.readouterr().out
+  assert re.search(r"sls\s+epoch\s+0\s+WARNING: 6 updates made no step \(search exhausted", out)
+  # A healthy run has nothing to warn about.
+  history = main(["--optimizer", "sls", "--epochs", "1", "--max-steps", "6"])
+  assert history["sls"]["eval"][0]["no_step_updates"] == 0
+  assert "WARNING" not in capsys.readouterr().out

@@ -77,6 +77,29 @@ def format_eval(name: str, evals: dict[str, Any], train: list[dict[str, Any]]) -
   return line + f"  ({format_seconds(evals['seconds'])})"
 
 
+def format_no_step(name: str, evals: dict[str, Any]) -> str:
+  """The warning line under an epoch in which some updates made no step.
+
+  Args:
+    name: the optimizer's name.
+    evals: the epoch's eval record, with ``no_step_updates`` and ``no_step_reasons``
+      (reason -> number of updates).
+
+  Returns:
+    The line, without a newline.
+
+  Example:
+    >>> evals = {"epoch": 2, "no_step_updates": 3, "no_step_reasons": {
+    ...     "non-finite loss or gradient": 1, "search exhausted": 2}}
+    >>> print(format_no_step("sls", evals))  # doctest: +NORMALIZE_WHITESPACE
+    sls          epoch   2  WARNING: 3 updates made no step (non-finite loss or gradient: 1,
+      search exhausted: 2)
+  """
+  reasons = ", ".join(f"{reason}: {count}" for reason, count in evals["no_step_reasons"].items())
+  return (f"{name:<12} epoch {evals['epoch']:>3}  WARNING: {evals['no_step_updates']} updates "
+          f"made no step ({reasons})")
+
+
 def throughput(train: list[dict[str, Any]]) -> float | None:
   """Median images/s of the metrics windows after the first (which holds the compilation).
 

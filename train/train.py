@@ -420,6 +420,9 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
   num_evals = find_in_state(opt_state, "num_evals")
   if num_evals is not None:
     metrics["num_evals"] = num_evals
+  no_step_reason = find_in_state(opt_state, "no_step_reason")  # optax_ls methods: 0 = a step
+  if no_step_reason is not None:
+    metrics["no_step_reason"] = no_step_reason
   new_state = state.replace(
       step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
   )
@@ -739,6 +742,7 @@ def train_one(
   window = _Window()
   epoch_losses: list[Any] = []
   epoch_evals: list[Any] = []  # num_evals of the epoch's steps, where the optimizer counts them
+  epoch_no_step: list[Any] = []  # no_step_reason of the epoch's steps (optax_ls methods)
   if manager is not None and config.resume:
     restored = checkpoint.restore(manager, state)
     if restored is not None:
@@ -748,11 +752,13 @@ def train_one(
           extra["records"], extra["epoch_losses"], extra["window"]
       )
       epoch_evals = extra.get("epoch_evals", [])  # absent from older checkpoints
+      epoch_no_step = extra.get("epoch_no_step", [])
   train_fn, _ = compiled_steps(mesh)
   step = int(state.step)
   eval_batch = _round_up(config.eval_batch_size, jax.device_count())
 
-  def eval_record(state, epoch, step, epoch_losses, epoch_evals, epoch_start) -> dict[str, Any]:
+  def eval_record(state, epoch, step, epoch_losses, epoch_evals, epoch_start,
+                  epoch_no_step) -> dict[str, Any]:
     test = evaluate(state, test_source, spec, eval_batch, mesh)
     losses = [float(v) for v in jax.device_get(epoch_losses)]
     record = {
@@ -765,6 +771,11 @@ def train_one(
     }
     if epoch_evals:
       record["evals_per_step"] = float(np.mean([float(v) for v in jax.device_get(epoch_evals)]))
+    if epoch_no_step:
+      reasons = [int(v) for v in jax.device_get(epoch_no_step)]
+      record["no_step_updates"] = sum(r != 0 for r in reasons)
+      record["no_step_reasons"] = {optax_ls.NO_STEP_REASONS[r]: reasons.count(r)
+                                   for r in sorted(set(reasons)) if r != 0}
     if spec.kind == "lm":  # nats per character -> bits per character
       record["train_bits_per_char"] = record["train_loss"] / math.log(2)
       record["test_bits_per_char"] = record["test_loss"] / math.log(2)
@@ -797,6 +808,8 @@ def train_one(
       epoch_losses.append(metrics["loss"])
       if "num_evals" in metrics:
         epoch_evals.append(metrics["num_evals"])
+      if "no_step_reason" in metrics:
+        epoch_no_step.append(metrics["no_step_reason"])
       bar.update(1)
       if step % config.log_every == 0 or step == total_steps:
         record = _summarise_window(window, step, epoch, config.batch_size)
@@ -809,29 +822,35 @@ def train_one(
         window = _Window()
       if step % steps_per_epoch == 0:
         eval_start = time.perf_counter()
-        records["eval"].append(
-            eval_record(state, epoch, step, epoch_losses, epoch_evals, epoch_start))
+        records["eval"].append(eval_record(state, epoch, step, epoch_losses, epoch_evals,
+                                           epoch_start, epoch_no_step))
         echo(report.format_eval(optimizer.name, records["eval"][-1], records["train"]))
+        if records["eval"][-1].get("no_step_updates"):
+          echo(report.format_no_step(optimizer.name, records["eval"][-1]))
         epoch_losses, epoch_evals, epoch_start = [], [], time.perf_counter()
+        epoch_no_step = []
         window.start += epoch_start - eval_start  # evaluating is not training throughput
       if manager is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
         # The records and the partial sums of the epoch and of the metrics
         # window travel with the arrays, so that a resumed run writes the same
         # records (up to timings) as an uninterrupted one.
-        fetched = jax.device_get((epoch_losses, window.metrics, epoch_evals))
+        fetched = jax.device_get((epoch_losses, window.metrics, epoch_evals, epoch_no_step))
         checkpoint.save(manager, state, {
             "records": records,
             "epoch_losses": [float(v) for v in fetched[0]],
             "window": [{k: float(v) for k, v in m.items()} for m in fetched[1]],
             "epoch_evals": [float(v) for v in fetched[2]],
+            "epoch_no_step": [int(v) for v in fetched[3]],
         })
       if step >= total_steps:
         break
   if step % steps_per_epoch and (not records["eval"] or records["eval"][-1]["step"] != step):
     # A run stopped by `max_steps` inside an epoch is evaluated where it stopped.
     records["eval"].append(eval_record(state, step // steps_per_epoch, step, epoch_losses,
-                                        epoch_evals, epoch_start))
+                                        epoch_evals, epoch_start, epoch_no_step))
     echo(report.format_eval(optimizer.name, records["eval"][-1], records["train"]))
+    if records["eval"][-1].get("no_step_updates"):
+      echo(report.format_no_step(optimizer.name, records["eval"][-1]))
   bar.close()
   if manager is not None:
     manager.wait_until_finished()
