@@ -543,8 +543,9 @@ def estimate_seconds(payload: dict[str, Any], epochs: int, seeds: int) -> float 
     if r.get("images_per_s"):
       epoch_s = images / r["images_per_s"]
       overhead = max(r["wall_s"] - settings["epochs"] * epoch_s, 0.0)
-      cost.setdefault(r["method"] if r["group"] == "line_search" else r["group"], []).append(
-          (overhead, epoch_s))
+      # TLR's other initial rates cost what TLR costs: one family.
+      family = r["method"] if r["group"] in ("line_search", "tlr_init") else r["group"]
+      cost.setdefault(family, []).append((overhead, epoch_s))
   if not cost:
     return None
   mean = {k: np.mean(v, axis=0) for k, v in cost.items()}

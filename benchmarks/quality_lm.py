@@ -6,7 +6,7 @@ parameter-free peers at their defaults:
 
 * AdamW with a linear warm-up over the first 5% of the updates and a cosine decay to
   zero, weight decay 0.1 (the standard transformer recipe), ``--adamw-grid``;
-* Adam at a constant learning rate, ``--adam-grid``;
+* Adam at a constant learning rate, ``--adam-grid-lm``;
 * schedule-free AdamW (``optax.contrib.schedule_free_adamw``, 5% warm-up, evaluated at
   its averaged weights), ``--schedule-free-grid``;
 * Prodigy and DoG (``optax.contrib.prodigy``, ``optax.contrib.dog``) at their defaults.
@@ -35,7 +35,7 @@ learning rate). ``--plot A.json [B.json ...]`` redraws from one or more result f
 
   python -m benchmarks.quality --suite lm
   python -m benchmarks.quality --suite lm --seeds 0 --methods adam_salsa --adamw-grid 3e-3 \\
-      --adam-grid --schedule-free-grid --peers
+      --adam-grid-lm --schedule-free-grid --peers
 """
 
 from __future__ import annotations
