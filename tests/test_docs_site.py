@@ -32,7 +32,7 @@ METHOD_PAGES = (
 )
 """One page per method family, under ``docs/methods/``."""
 
-OTHER_PAGES = ("index", "api", "landscape", "harness", "benchmarks", "building")
+OTHER_PAGES = ("index", "api", "landscape", "harness", "harness_api", "benchmarks", "building")
 
 SECTIONS = ("Paper", "The method", "Defaults", "Differences", "Robustness rules", "API")
 """The section titles (or their start) every method page has, in this order."""
@@ -75,6 +75,17 @@ def test_every_public_name_has_an_api_entry(package):
   documented = _documented_names()
   missing = [n for n in package.__all__ if f"{package.__name__}.{n}" not in documented]
   assert not missing, f"no autofunction/autoclass/data entry in docs/ for {missing}"
+
+
+def test_the_harness_api_page_has_the_harness_entry_points():
+  import train
+
+  documented = set(_DIRECTIVE.findall((DOCS / "harness_api.rst").read_text()))
+  wanted = {f"{getattr(train, n).__module__}.{n}" for n in train.__all__
+            if callable(getattr(train, n))}
+  wanted |= {"models.get_model", "train.landscape.record", "train.data.load"}
+  missing = sorted(wanted - documented)
+  assert not missing, f"missing from docs/harness_api.rst: {missing}"
 
 
 @pytest.mark.parametrize("page", METHOD_PAGES)
