@@ -293,3 +293,14 @@ def test_epochs_with_updates_that_made_no_step_are_warned_and_recorded(capsys):
   history = main(["--optimizer", "sls", "--epochs", "1", "--max-steps", "6"])
   assert history["sls"]["eval"][0]["no_step_updates"] == 0
   assert "WARNING" not in capsys.readouterr().out
+
+
+def test_the_peers_log_their_own_step_sizes():
+  # Prodigy's estimate d grows from its d0 = 1e-6; DoG's step is max_dist / sqrt(sum |g|^2).
+  history = main(["--optimizer", "prodigy,dog", "--epochs", "1", "--max-steps", "8", "--set",
+                  "log_every=1"])
+  prodigy = [r["learning_rate"] for r in history["prodigy"]["train"]]
+  dog = [r["learning_rate"] for r in history["dog"]["train"]]
+  assert len(prodigy) == len(dog) == 8
+  assert prodigy[0] >= 1e-6 * (1 - 1e-6) and prodigy[-1] > prodigy[0]  # d never decreases
+  assert all(0 < rate < 1 for rate in dog)

@@ -266,6 +266,37 @@ def _per_example(losses: jax.Array) -> jax.Array:
   return jnp.mean(losses, axis=tuple(range(1, losses.ndim))) if losses.ndim > 1 else losses
 
 
+def peer_step_size(opt_state: Any) -> jax.Array | None:
+  """The step size a parameter-free peer chose for its last update, or None for other states.
+
+  Prodigy: its estimate ``estim_lr`` (the step on Adam's direction at optax's default
+  ``learning_rate=1``). DoG: ``max_dist / sqrt(sum_sq_norm_grads)`` as of the last update
+  (its step on the gradient at ``learning_rate=1``; the first update's fixed initial step
+  is not reproduced). Logged as the run's ``learning_rate`` so that the quality figures and
+  the gap diagnosis compare them with the line searches' steps.
+
+  Args:
+    opt_state: an optimizer state.
+
+  Returns:
+    A float32 scalar, or None when ``opt_state`` holds neither peer.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> state = optax.contrib.prodigy().init(jnp.ones(2))
+    >>> round(float(peer_step_size(state)), 9), peer_step_size(optax.sgd(0.1).init(jnp.ones(2)))
+    (1e-06, None)
+  """
+  estimate = find_in_state(opt_state, "estim_lr")
+  if estimate is not None:
+    return jnp.asarray(estimate, jnp.float32)
+  max_dist = find_in_state(opt_state, "max_dist")
+  squares = find_in_state(opt_state, "sum_sq_norm_grads")
+  if max_dist is not None and squares is not None:
+    return (max_dist / jnp.sqrt(squares + 1e-8)).astype(jnp.float32)
+  return None
+
+
 def _scalar_rate(rate: Any) -> jax.Array:
   """The logged step size: the mean over the leaves of a per-layer rate tree."""
   leaves = [jnp.mean(jnp.asarray(x, jnp.float32)) for x in jax.tree.leaves(rate)]
@@ -415,6 +446,8 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array) -> tuple[TrainStat
       "update_norm": optax.tree.norm(updates),
   }
   rate = find_in_state(opt_state, "learning_rate")
+  if rate is None:
+    rate = peer_step_size(opt_state)  # Prodigy's and DoG's own step sizes
   if rate is not None:
     metrics["learning_rate"] = _scalar_rate(rate)
   num_evals = find_in_state(opt_state, "num_evals")
