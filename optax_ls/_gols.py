@@ -47,10 +47,17 @@ class ScaleByGolsIState(NamedTuple):
       GOLS-I only uses the gradient each call is given.
     num_searches: searches accepted so far (int32).
     num_failed: searches abandoned so far because a trial's gradient or
-      value was not finite (int32).
+      value was not finite, or an injected hyperparameter out of its range (int32).
     direction: the line direction ``d`` of the current search (at least
       float32). ``gols_i`` stores the gradient ``g_0``, whose negation is
       ``d``.
+    no_step_count: how many calls in a row made no step (int32; 0 after a step): a start
+      call that could not start a search, or a trial call that abandoned one (back to
+      ``w``). A trial call that accepts the point the weights stand at moves nothing by
+      design: it leaves the count and the reason as they were.
+    no_step_reason: why the last counted call made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, a non-finite
+      gradient, slope or ``value``, or a zero direction or one that does not descend.
   """
 
   clock: _phased.PhaseClock
@@ -63,6 +70,8 @@ class ScaleByGolsIState(NamedTuple):
   num_searches: jax.Array
   num_failed: jax.Array
   direction: optax.Updates
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def scale_by_gols_i(
@@ -137,7 +146,13 @@ def scale_by_gols_i(
     of the moves), the step to try first is kept, and the next call starts a
     new line (``num_failed`` counts these);
   * the direction buffer only takes finite directions, and the state holds
-    finite values only.
+    finite values only;
+  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
+    time starts no search (a zero update) and abandons a running one;
+  * ``no_step_count`` and ``no_step_reason`` count the calls in a row that made no step
+    and say why: a start call that could not start, or a trial call that abandons its
+    search (back to ``w``). A call that accepts the trial the weights stand at moves
+    nothing by design and leaves both as they were.
 
   The weights move along ``d`` by differences of steps: float32 parameters
   follow the line up to float32 rounding; bfloat16 parameters cannot hold
@@ -294,6 +309,8 @@ class _Plan(NamedTuple):
   slope: jax.Array
   num_searches: jax.Array
   num_failed: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def _gols_transformation(
@@ -331,6 +348,8 @@ def _gols_transformation(
         direction=jax.tree.map(
             lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, f32)), params
         ),
+        no_step_count=izero,
+        no_step_reason=izero,
     )
 
   def update_fn(
@@ -353,6 +372,10 @@ def _gols_transformation(
     lam_max = state.max_step
     eta_ = jnp.asarray(eta, f32)
     zero = jnp.zeros((), f32)
+    # An injected hyperparameter out of its range (only known at run time): no search
+    # starts, and a running one is abandoned (eta <= 1 would never end it).
+    valid = (jnp.asarray(init_step_size, f32) > 0) & (jnp.asarray(c2, f32) > 0) & (eta_ > 1)
+    valid &= (lam_min > 0) & (jnp.asarray(max_step_size, f32) > lam_min)
 
     def slope_along(buffer: Any) -> jax.Array:
       """``<g, d>`` for the line direction ``d = sign * buffer``."""
@@ -371,6 +394,8 @@ def _gols_transformation(
           slope=zero,
           num_searches=state.num_searches,
           num_failed=state.num_failed,
+          no_step_count=state.no_step_count,
+          no_step_reason=state.no_step_reason,
       )
       return kept._replace(**changes)
 
@@ -384,7 +409,12 @@ def _gols_transformation(
           & (squared_norm > 0)
           & jnp.isfinite(slope0)
           & (slope0 < 0)
+          & valid
       )
+      count, reason = _core.no_step(
+          state.no_step_count, ok, invalid=~valid,
+          non_finite=~(value_ok & jnp.isfinite(squared_norm) & jnp.isfinite(slope0)),
+          not_descent=(squared_norm <= 0) | (slope0 >= 0))
       inv_norm = jax.lax.rsqrt(jnp.where(ok, squared_norm, 1.0))
       new_max = jnp.maximum(jnp.minimum(inv_norm, max_step_size), lam_min)
       first = jnp.clip(state.first_step, lam_min, new_max)
@@ -394,6 +424,8 @@ def _gols_transformation(
           learning_rate=jnp.where(ok, first, 0.0),
           max_step=jnp.where(ok, new_max, state.max_step),
           slope_at_zero=jnp.where(ok, slope0, state.slope_at_zero),
+          no_step_count=count,
+          no_step_reason=reason,
       )
       return out, _phased.transition(jnp.where(ok, _FIRST, _START), restart=~ok)
 
@@ -403,7 +435,7 @@ def _gols_transformation(
       def branch(clock: _phased.PhaseClock, _) -> tuple[_Plan, _phased.Transition]:
         del clock
         s = slope_along(state.direction)
-        ok = value_ok & jnp.isfinite(s)
+        ok = value_ok & jnp.isfinite(s) & valid
         grown = jnp.minimum(lam * eta_, lam_max)
         shrunk = jnp.maximum(lam / eta_, lam_min)
         if kind == _FIRST:
@@ -420,6 +452,13 @@ def _gols_transformation(
         at_limit = jnp.where(grow, new_lam > lam_max / eta_, new_lam < lam_min * eta_)
         done = ok & (accept_here | at_limit)
         new_lam = jnp.where(ok, new_lam, 0.0)  # a failed trial goes back to w
+        # A move to another trial is a step; going back to w is none (the search is
+        # abandoned); accepting the trial the weights stand at moves nothing by design
+        # and leaves the count as it was.
+        moved = ok & (new_lam != lam)
+        count, reason = _core.no_step(state.no_step_count, moved, invalid=~valid,
+                                      non_finite=~(value_ok & jnp.isfinite(s)))
+        stay = ok & ~moved
         out = plan(
             move=new_lam - lam,
             learning_rate=new_lam,
@@ -427,6 +466,8 @@ def _gols_transformation(
             slope=jnp.where(ok, s, 0.0),
             num_searches=state.num_searches + done.astype(jnp.int32),
             num_failed=state.num_failed + (~ok).astype(jnp.int32),
+            no_step_count=jnp.where(stay, state.no_step_count, count),
+            no_step_reason=jnp.where(stay, state.no_step_reason, reason),
         )
         following = jnp.where(grow, _GROW, _SHRINK)
         return out, _phased.transition(jnp.where(done | ~ok, _START, following))
@@ -460,6 +501,8 @@ def _gols_transformation(
         num_searches=p.num_searches,
         num_failed=p.num_failed,
         direction=direction,
+        no_step_count=p.no_step_count,
+        no_step_reason=p.no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 

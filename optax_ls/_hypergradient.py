@@ -28,11 +28,19 @@ class ScaleByHypergradientState(NamedTuple):
     num_evals: always 0: ``value_fn`` is never called (int32).
     previous: the direction of the last update, :math:`d_{t-1}` (float32,
       shaped like the parameters; zeros before the first update).
+    no_step_count: how many updates in a row made no step (int32; 0 after a step).
+      SGD-HD has no search: every update steps, unless its inputs are not finite or an
+      injected hyperparameter is out of its range.
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, or a
+      non-finite ``value``, direction or ``grad``.
   """
 
   learning_rate: jax.Array
   num_evals: jax.Array
   previous: optax.Updates
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def scale_by_hypergradient(
@@ -64,7 +72,10 @@ def scale_by_hypergradient(
 
   Robustness (none of it changes a healthy run): a non-finite ``value``,
   direction or ``grad`` gives a zero update and keeps the rate and the stored
-  direction; a zero direction gives a zero update. ``value_fn`` is never
+  direction; a zero direction gives a zero update; an injected hyperparameter
+  (``optax.inject_hyperparams``) out of its range at run time gives a zero update and
+  keeps the rate. ``no_step_count`` and ``no_step_reason`` say how many updates in a row
+  made no step and why (see :func:`optax_ls.check_progress`). ``value_fn`` is never
   called (accepted so that the method drops into a line-search train step).
 
   Args:
@@ -190,6 +201,8 @@ def _hd_transformation(
         learning_rate=jnp.array(init_learning_rate, jnp.float32),  # a copy
         num_evals=jnp.zeros((), jnp.int32),
         previous=jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), params),
+        no_step_count=jnp.zeros((), jnp.int32),
+        no_step_reason=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(
@@ -218,6 +231,13 @@ def _hd_transformation(
     ok = jnp.isfinite(slope)
     if value is not None:
       ok &= jnp.isfinite(_core.as_scalar(value, "`value`"))
+    # An injected hyperparameter out of its range (only known at run time) makes a zero
+    # update and keeps the rate, as a non-finite input does.
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    valid = (f32(beta) > 0) & (f32(init_learning_rate) > 0)
+    if min_learning_rate is not None:
+      valid &= f32(min_learning_rate) <= f32(init_learning_rate)
+    ok &= valid
     rate = state.learning_rate - beta * slope
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate)
@@ -227,8 +247,12 @@ def _hd_transformation(
         updates)
     previous = jax.tree.map(lambda u, old: jnp.where(ok, u.astype(jnp.float32), old),
                             updates, state.previous)
+    # No search: an update steps unless invalid or non-finite inputs skip it.
+    no_step_count, no_step_reason = _core.no_step(state.no_step_count, ok, invalid=~valid,
+                                                  non_finite=True)
     new_state = ScaleByHypergradientState(
-        learning_rate=rate, num_evals=jnp.zeros((), jnp.int32), previous=previous)
+        learning_rate=rate, num_evals=jnp.zeros((), jnp.int32), previous=previous,
+        no_step_count=no_step_count, no_step_reason=no_step_reason)
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
   return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)

@@ -65,6 +65,16 @@ class ScaleByLabpalState(NamedTuple):
       negation).
     accumulator: with momentum and a batch-size schedule, the gradients
       accumulated over the current group; None otherwise.
+    no_step_count: how many calls in a row that should have made a step made none (int32;
+      0 after a step). The zero updates by design leave it (and ``no_step_reason``) as
+      it was: the measuring calls, and the training calls that only accumulate their
+      group's directions. Counted are the training calls whose direction is not finite
+      or zero (or whose hyperparameters are invalid), and the measuring calls at which an
+      approximation fails.
+    no_step_reason: why the last counted call made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, a non-finite
+      direction or measured loss, a zero direction, or (``EXHAUSTED``) a fitted parabola
+      without a minimum ahead.
   """
 
   clock: _phased.PhaseClock
@@ -80,6 +90,8 @@ class ScaleByLabpalState(NamedTuple):
   num_failed: jax.Array
   direction: optax.Updates
   accumulator: optax.Updates | None
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def scale_by_labpal(
@@ -159,6 +171,10 @@ def scale_by_labpal(
     a zero update;
   * the step lies in :math:`(0, s_{\max}]`; the learning rate is not
     bounded (the paper reports effective rates up to 8e4 for NSGD);
+  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
+    time makes every approximation fail without measuring and every training call a
+    zero update; ``no_step_count`` and ``no_step_reason`` say how many calls in a row
+    that should have stepped made no step, and why (see :func:`optax_ls.check_progress`);
   * the state holds finite values only, whatever the inputs.
 
   Reference code differences: with ``reference_curvature=True`` the fit is
@@ -375,6 +391,8 @@ class _Plan(NamedTuple):
   line_norm: jax.Array
   num_fits: jax.Array
   num_failed: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def _labpal_transformation(
@@ -437,6 +455,8 @@ def _labpal_transformation(
         num_failed=izero,
         direction=buffers,
         accumulator=buffers if with_accumulator else None,
+        no_step_count=izero,
+        no_step_reason=izero,
     )
 
   def update_fn(
@@ -496,13 +516,26 @@ def _labpal_transformation(
     x_norm = jnp.sqrt(jnp.where(x_ok, sq, 0.0))
     mean_norm = x_norm * mean_scale
     gcall = _phased.group_step(state.group, new_size, x_ok)
+    # An injected hyperparameter out of its range (only known at run time): the
+    # approximations fail without measuring and the training calls make no step.
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    valid = (f32(alpha) > 0) & (f32(max_step_size) > 0)
+    valid &= (f32(approx_batches) >= 1) & (f32(n_sgd) >= 1)
+    if momentum is not None:
+      valid &= (f32(momentum) >= 0) & (f32(momentum) < 1)
+
+    def no_step(counted: jax.Array, **flags: Any) -> tuple[jax.Array, jax.Array]:
+      """``(no_step_count, no_step_reason)``: a call that is not ``counted`` keeps both."""
+      count, reason = _core.no_step(state.no_step_count, False, invalid=~valid, **flags)
+      return (jnp.where(counted, count, state.no_step_count),
+              jnp.where(counted, reason, state.no_step_reason))
 
     def measure(clock: _phased.PhaseClock, _) -> tuple[_Plan, _phased.Transition]:
       del clock
       collecting = state.measured == 0  # the line is not fixed yet
       fixing = collecting & gcall.last
       dir_ok = ~collecting | (x_ok & (~gcall.last | (mean_norm > 0)))
-      evaluate = dir_ok & (~collecting | fixing)
+      evaluate = dir_ok & (~collecting | fixing) & valid
       line_norm = jnp.where(fixing, mean_norm, state.line_norm)
 
       def losses(_):
@@ -524,13 +557,18 @@ def _labpal_transformation(
       complete = measured >= approx_batches
       fit_ok, step = _fit(sums / jnp.maximum(measured, 1).astype(dtype), s1, s2, alpha,
                           max_step_size, reference_curvature)
-      failed = ~dir_ok | (evaluate & ~finite) | (complete & ~fit_ok)
+      failed = ~dir_ok | (evaluate & ~finite) | (complete & ~fit_ok) | ~valid
       fitted = complete & ~failed
       have_step = state.step > 0
       to_train = fitted | (failed & have_step)
       end = to_train | failed
       num_evals = jnp.where(evaluate, 2 if value is not None else 3, 0)
       group = _where_tree(collecting, gcall.next, state.group)
+      # Measuring calls make no step by design; the one at which an approximation fails
+      # is counted.
+      no_step_count, no_step_reason = no_step(
+          failed, non_finite=(collecting & ~x_ok) | (evaluate & ~finite),
+          not_descent=collecting & gcall.last & x_ok & (mean_norm <= 0))
       plan = _Plan(
           apply=jnp.zeros((), bool),
           coef=jnp.zeros((), dtype),
@@ -548,6 +586,8 @@ def _labpal_transformation(
           line_norm=jnp.where(fixing & dir_ok, line_norm, state.line_norm),
           num_fits=state.num_fits + fitted.astype(jnp.int32),
           num_failed=state.num_failed + failed.astype(jnp.int32),
+          no_step_count=no_step_count,
+          no_step_reason=no_step_reason,
       )
       to = _phased.transition(jnp.where(to_train, _TRAIN, _MEASURE), restart=failed & ~to_train)
       return plan, to
@@ -556,16 +596,22 @@ def _labpal_transformation(
       del clock
       counted = x_ok & gcall.last
       if mode == "sgd":
-        apply = counted
+        apply = counted & valid
         coef = state.learning_rate * mean_scale
         learning_rate = state.learning_rate
       else:
-        apply = counted & (x_norm > 0)
+        apply = counted & (x_norm > 0) & valid
         coef = jnp.where(apply, state.step / jnp.where(apply, x_norm, 1.0), 0.0)
         learning_rate = jnp.where(apply, state.step / jnp.where(apply, mean_norm, 1.0),
                                   state.learning_rate)
       trained = state.trained + counted.astype(jnp.int32)
       done = trained >= n_sgd
+      # The calls that only accumulate their group's directions make no step by design.
+      moved = apply & (coef > 0) & (x_norm > 0)
+      no_step_count, no_step_reason = no_step(~x_ok | (gcall.last & ~moved), non_finite=~x_ok,
+                                              not_descent=x_norm <= 0)
+      no_step_count = jnp.where(moved, 0, no_step_count)
+      no_step_reason = jnp.where(moved, 0, no_step_reason)
       plan = _Plan(
           apply=apply,
           coef=coef.astype(dtype),
@@ -582,6 +628,8 @@ def _labpal_transformation(
           line_norm=state.line_norm,
           num_fits=state.num_fits,
           num_failed=state.num_failed,
+          no_step_count=no_step_count.astype(jnp.int32),
+          no_step_reason=no_step_reason.astype(jnp.int32),
       )
       return plan, _phased.transition(jnp.where(done, _MEASURE, _TRAIN))
 
@@ -618,6 +666,8 @@ def _labpal_transformation(
         num_failed=plan.num_failed,
         direction=direction,
         accumulator=accumulator,
+        no_step_count=plan.no_step_count,
+        no_step_reason=plan.no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 

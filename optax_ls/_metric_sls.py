@@ -42,6 +42,11 @@ class ScaleByMetricSlsState(NamedTuple):
       search because of a non-finite input). For l-SLS with ``d = -g`` it
       approximates ``-||g||^2``; the paper's ``h'(0)`` is ``-slope`` for a
       minimised metric and ``slope`` for a maximised one.
+    no_step_count: how many updates in a row made no step (int32; 0 after a step).
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, a non-finite
+      metric, direction or ``value``, a zero direction (or, with ``require_improvement``,
+      a slope that shows no improvement), or an exhausted search.
   """
 
   learning_rate: jax.Array
@@ -49,6 +54,8 @@ class ScaleByMetricSlsState(NamedTuple):
   num_evals: jax.Array
   exhausted: jax.Array
   slope: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def scale_by_metric_sls(
@@ -143,8 +150,11 @@ def scale_by_metric_sls(
     weights; a non-finite metric at :math:`w` or at :math:`w + \epsilon d`, or
     a non-finite direction or ``value`` (the loss, when given, even if the
     metric is another function: the gradient is then suspect), gives a zero
-    update, runs no trial and keeps the step size, and so does a zero
-    direction.
+    update, runs no trial and keeps the step size, and so do a zero
+    direction and an injected hyperparameter (``optax.inject_hyperparams``) out of its
+    range at run time;
+  * ``no_step_count`` and ``no_step_reason`` say how many updates in a row made no step
+    and why (see :func:`optax_ls.check_progress`).
 
   The finite difference is taken in the parameters' dtype: with bfloat16
   parameters :math:`w + \epsilon d` mostly rounds back to :math:`w` and the
@@ -634,6 +644,8 @@ def _metric_sls(
         num_evals=jnp.zeros((), jnp.int32),
         exhausted=jnp.zeros((), bool),
         slope=jnp.zeros((), jnp.float32),
+        no_step_count=jnp.zeros((), jnp.int32),
+        no_step_reason=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(
@@ -677,9 +689,13 @@ def _metric_sls(
     healthy = jnp.isfinite(value0) & jnp.isfinite(slope) & jnp.isfinite(dd)
     if value is not None:  # a non-finite loss makes the gradient suspect, whatever the metric
       healthy = healthy & jnp.isfinite(_scalar(value, "`value`"))
-    enabled = healthy & (dd > 0)
+    # An injected hyperparameter out of its range (only known at run time) runs no search.
+    valid = _sls._runtime_valid(h) & (jnp.asarray(eps, jnp.float32) > 0)
+    enabled = healthy & (dd > 0) & valid
+    not_descent = dd <= 0
     if require_improvement:
       enabled = enabled & (orientation * slope < 0)
+      not_descent = not_descent | (orientation * slope >= 0)
 
     result = _core.backtracking_search(
         lambda eta: orientation * _core.as_scalar(metric_at(eta), "the metric"),
@@ -697,12 +713,17 @@ def _metric_sls(
     step_size = jnp.where(accepted, result.step_size,
                           jnp.where(exhausted, resume, state.step_size))
     new_updates = _core.masked_scale(accepted, sign * learning_rate, updates, updates)
+    no_step_count, no_step_reason = _core.no_step(
+        state.no_step_count, learning_rate > 0, invalid=~valid, non_finite=~healthy,
+        not_descent=not_descent, exhausted=exhausted)
     new_state = ScaleByMetricSlsState(
         learning_rate=learning_rate,
         step_size=step_size.astype(jnp.float32),
         num_evals=result.num_evals + num_evals,
         exhausted=exhausted,
         slope=jnp.where(healthy, slope, 0.0).astype(jnp.float32),
+        no_step_count=no_step_count,
+        no_step_reason=no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 

@@ -18,7 +18,7 @@ from optax_ls import _core
 
 
 class ScaleByPalState(NamedTuple):
-  """State of :func:`scale_by_pal` and :func:`pal`.
+  r"""State of :func:`scale_by_pal` and :func:`pal`.
 
   Attributes:
     learning_rate: the learning rate of the last update, ``step / ||d||``
@@ -31,12 +31,19 @@ class ScaleByPalState(NamedTuple):
       direction adaptation ``d_t = -g_t + beta d_{t-1}``. ``pal`` stores its
       negation ``-d`` (it works on gradients); ``scale_by_pal`` stores ``d``.
       With ``direction_adaptation=0`` it is not needed and stays zero.
+    no_step_count: how many updates in a row made no step (int32; 0 after a step).
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, a non-finite
+      :math:`l_0`, :math:`l_\mu`, slope or direction, or a zero direction or one along
+      which the loss does not descend (:math:`b \ge 0`).
   """
 
   learning_rate: jax.Array
   step: jax.Array
   num_evals: jax.Array
   direction: optax.Updates
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def scale_by_pal(
@@ -77,7 +84,10 @@ def scale_by_pal(
   non-finite :math:`l_0`, :math:`l_\mu`, :math:`a` or :math:`b`, or a zero
   direction gives a zero update (the weights never move to the measuring
   point, so nothing needs to be undone), and the direction buffer only takes
-  finite directions.
+  finite directions. An injected hyperparameter (``optax.inject_hyperparams``) out of
+  its range at run time gives a zero update and keeps the direction buffer.
+  ``no_step_count`` and ``no_step_reason`` say how many updates in a row made no step
+  and why (see :func:`optax_ls.check_progress`).
 
   Args:
     measuring_step: :math:`\mu > 0`, the distance of the second measurement
@@ -223,6 +233,8 @@ def _pal_transformation(
         step=jnp.zeros((), jnp.float32),
         num_evals=jnp.zeros((), jnp.int32),
         direction=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+        no_step_count=jnp.zeros((), jnp.int32),
+        no_step_reason=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(
@@ -265,7 +277,13 @@ def _pal_transformation(
       dot = -squared_norm if no_adaptation else -_core.real_vdot(updates, stored)
     else:
       dot = sign * _core.real_vdot(grad, stored)
-    healthy = jnp.isfinite(l0) & jnp.isfinite(dot) & jnp.isfinite(norm) & (norm > 0)
+    finite = jnp.isfinite(l0) & jnp.isfinite(dot) & jnp.isfinite(norm)
+    healthy = finite & (norm > 0)
+    # An injected hyperparameter out of its range (only known at run time): no step, and the
+    # direction buffer keeps the last valid direction.
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    valid = (f32(measuring_step) > 0) & (f32(update_step_adaptation) > 0) & (f32(max_step) > 0)
+    valid &= (f32(direction_adaptation) >= 0) & (f32(direction_adaptation) <= 1)
     inv_norm = jnp.where(healthy, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
     b = dot * inv_norm
     mu = jnp.asarray(measuring_step, jnp.float32)
@@ -279,7 +297,7 @@ def _pal_transformation(
     l_mu = _core.as_scalar(
         objective(_core.add_step(params, sign * mu * inv_norm, stored)), "`value_fn(...)`"
     )
-    measured = healthy & (b < 0)
+    measured = healthy & (b < 0) & valid
     num_evals += 1
     a = (l_mu - l0 - b * mu) / mu**2
     s = jnp.where(a > 0, -update_step_adaptation * b / (2.0 * jnp.where(a > 0, a, 1.0)), mu)
@@ -288,13 +306,19 @@ def _pal_transformation(
     learning_rate = s * inv_norm
 
     new_updates = _core.masked_scale(ok, sign * learning_rate, stored, updates)
+    no_step_count, no_step_reason = _core.no_step(
+        state.no_step_count, s > 0, invalid=~valid, non_finite=~finite | (measured & ~ok),
+        not_descent=b >= 0)
     new_state = ScaleByPalState(
         learning_rate=learning_rate,
         step=s,
         num_evals=num_evals,
         direction=state.direction
         if no_adaptation
-        else jax.tree.map(lambda n, o: jnp.where(healthy, n, o), stored, state.direction),
+        else jax.tree.map(lambda n, o: jnp.where(healthy & valid, n, o), stored,
+                          state.direction),
+        no_step_count=no_step_count,
+        no_step_reason=no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 

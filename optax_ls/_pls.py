@@ -76,6 +76,15 @@ class ScaleByPlsState(NamedTuple):
     num_exhausted: searches that used their budget (int32).
     direction: the search direction ``d`` (float32 or wider). ``pls`` keeps
       the gradient ``g_0`` here (the direction is its negation).
+    no_step_count: how many calls in a row made no step (int32; 0 after a step): a call
+      that could not start a search, a trial whose value or slope was not finite (it
+      backs off), and a search that ended back at its start (``t = 0``). A search that
+      ends at the point the weights stand at (``t > 0``) moves nothing by design: that
+      call leaves the count and the reason as they were.
+    no_step_reason: why the last counted call made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, a non-finite
+      value, slope or variance, a zero direction or one that does not descend, or a
+      search exhausted at its start.
   """
 
   clock: _phased.PhaseClock
@@ -97,6 +106,8 @@ class ScaleByPlsState(NamedTuple):
   num_wolfe: Array
   num_exhausted: Array
   direction: optax.Updates
+  no_step_count: Array
+  no_step_reason: Array
 
 
 def scale_by_pls(
@@ -191,7 +202,10 @@ def scale_by_pls(
     descent direction (:math:`\langle g, d\rangle < 0`); otherwise the call
     makes a zero update and the next call tries again (a zero or non-finite
     gradient gives a zero update);
-  * trial steps lie in :math:`[0, \text{max\_step\_size}]`.
+  * trial steps lie in :math:`[0, \text{max\_step\_size}]`;
+  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
+    time starts no search (a zero update); ``no_step_count`` and ``no_step_reason`` say
+    how many calls in a row made no step and why (see :func:`optax_ls.check_progress`).
 
   Args:
     init_step_size: :math:`\alpha_0` of the first search (the first trial
@@ -606,6 +620,9 @@ class _Plan(NamedTuple):
   observed: Array
   num_wolfe: Array
   num_exhausted: Array
+  stepped: Array  # a trial call that moves to a new point t > 0 of the line
+  stalled: Array  # a trial call that makes no step: not observed, or ended back at t = 0
+  unobserved: Array  # a trial whose value or slope was not finite
 
 
 def _pls_transformation(
@@ -649,6 +666,8 @@ def _pls_transformation(
         num_wolfe=izero(),
         num_exhausted=izero(),
         direction=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _buffer_dtype(p.dtype)), params),
+        no_step_count=izero(),
+        no_step_reason=izero(),
     )
 
   def update_fn(
@@ -715,6 +734,9 @@ def _pls_transformation(
           observed=state.observed,
           num_wolfe=state.num_wolfe,
           num_exhausted=state.num_exhausted,
+          stepped=jnp.zeros((), bool),
+          stalled=jnp.zeros((), bool),
+          unobserved=jnp.zeros((), bool),
       )
       return plan, _phased.transition(_START)
 
@@ -768,9 +790,10 @@ def _pls_transformation(
       ended = accept_here | accept_other | exhausted
       new_step, new_mean, accepted = end_search(t_end)
       t_to = jnp.where(ended, t_end, t_next)
+      coef = jnp.where(accept_here, 0.0, (t_to - t_cur) * state.step_size).astype(dtype)
       plan = _Plan(
           start=accept_here,
-          coef=jnp.where(accept_here, 0.0, (t_to - t_cur) * state.step_size).astype(dtype),
+          coef=coef,
           observed_ok=ok,
           step_size=jnp.where(ended, new_step, state.step_size),
           mean_step_size=jnp.where(ended, new_mean, state.mean_step_size),
@@ -784,6 +807,9 @@ def _pls_transformation(
           observed=observed,
           num_wolfe=state.num_wolfe + (accept_here | accept_other).astype(jnp.int32),
           num_exhausted=state.num_exhausted + exhausted.astype(jnp.int32),
+          stepped=ok & ~accept_here & (t_to > 0) & (coef != 0),
+          stalled=~ok | (ended & ~accept_here & (t_end <= 0)),
+          unobserved=~ok,
       )
       to = _phased.transition(jnp.where(ended & ~accept_here, _START, _TRIAL),
                               restart=accept_here)
@@ -792,7 +818,10 @@ def _pls_transformation(
     plan, new_clock = _phased.run_phase(clock, (start, trial), None)
 
     # The start of a search at this call's point, along the incoming direction.
-    can_start = plan.start & jnp.isfinite(f) & jnp.isfinite(slope_new) & (slope_new < 0)
+    # An injected hyperparameter out of its range (only known at run time) starts no search.
+    valid = _runtime_valid(hyper, dtype)
+    can_start = (plan.start & jnp.isfinite(f) & jnp.isfinite(slope_new) & (slope_new < 0)
+                 & valid)
     beta = jnp.where(can_start, -slope_new, 1.0)
 
     def variances() -> tuple[Array, Array]:
@@ -837,6 +866,16 @@ def _pls_transformation(
         phase_calls=jnp.where(plan.start, 0, new_clock.phase_calls).astype(jnp.int32),
     )
     position = jnp.where(can_start, 1.0, jnp.where(plan.start, 0.0, plan.position))
+    moved = can_start | plan.stepped
+    no_step_count, no_step_reason = _core.no_step(
+        state.no_step_count, moved, invalid=plan.start & ~valid,
+        non_finite=plan.unobserved | (plan.start & ~(jnp.isfinite(f) & jnp.isfinite(slope_new)
+                                                     & var_ok)),
+        not_descent=plan.start & (slope_new >= 0))
+    # Neither a step nor a counted failure (a search ended where the weights stand): kept.
+    counted = moved | (plan.start & ~can_start) | plan.stalled
+    no_step_count = jnp.where(counted, no_step_count, state.no_step_count)
+    no_step_reason = jnp.where(counted, no_step_reason, state.no_step_reason)
     new_state = ScaleByPlsState(
         clock=new_clock,
         learning_rate=(position * plan.step_size).astype(dtype),
@@ -857,6 +896,8 @@ def _pls_transformation(
         num_wolfe=plan.num_wolfe,
         num_exhausted=plan.num_exhausted,
         direction=direction,
+        no_step_count=no_step_count,
+        no_step_reason=no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
@@ -876,6 +917,20 @@ def _variance_of_mean(values: Array, dtype: Any) -> Array:
     return jnp.zeros((), dtype)
   centered = values - jnp.mean(values)
   return jnp.sum(centered**2) / ((count - 1) * count)
+
+
+def _runtime_valid(kw: dict[str, Any], dtype: Any) -> Array:
+  """Whether the hyperparameters are valid as traced values (``optax.inject_hyperparams``).
+
+  Construction checks the concrete ones (:func:`_validate`); an injected value is only
+  known here.
+  """
+  v = lambda name: jnp.asarray(kw[name], dtype)  # noqa: E731
+  ok = (v("c1") > 0) & (v("c2") < 1) & (v("c1") < v("c2"))
+  ok &= (v("wolfe_threshold") >= 0) & (v("wolfe_threshold") < 1) & (v("reset_factor") > 0)
+  ok &= (v("init_step_size") > 0) & (v("min_step_size") > 0)
+  ok &= v("max_step_size") >= v("min_step_size")
+  return ok & (v("max_extrapolations") >= 0)
 
 
 def _validate(**kw: Any) -> None:

@@ -51,6 +51,12 @@ class ScaleBySalsaState(NamedTuple):
       unused when ``speed_up=False``.
     steps_since_search: updates made since the last one that searched (int32;
       0 when the last update searched).
+    no_step_count: how many updates in a row made no step (int32; 0 after a step). An
+      update between searches that reuses the last accepted step makes one.
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, a non-finite
+      ``value`` or gradient (or ``value_fn(params)``), a direction that is zero or does not
+      descend, or an exhausted search.
   """
 
   learning_rate: jax.Array
@@ -63,6 +69,8 @@ class ScaleBySalsaState(NamedTuple):
   step_size_slow: jax.Array
   search_interval: jax.Array
   steps_since_search: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 class AdamSalsaState(NamedTuple):
@@ -83,6 +91,12 @@ class AdamSalsaState(NamedTuple):
     step_size_slow: the 0.99 average of the accepted step sizes.
     search_interval: :math:`L`, the search interval (Eq. 11; int32).
     steps_since_search: updates made since the last one that searched (int32).
+    no_step_count: how many updates in a row made no step (int32; 0 after a step). An
+      update that reuses the last accepted step makes one; one whose step the
+      ``step_schedule`` scales to 0 (the end of a cool-down) is zero by design and leaves
+      the count and the reason as they were.
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`), as in :class:`ScaleBySalsaState`.
   """
 
   count: jax.Array
@@ -98,6 +112,8 @@ class AdamSalsaState(NamedTuple):
   step_size_slow: jax.Array
   search_interval: jax.Array
   steps_since_search: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 class _Hyper(NamedTuple):
@@ -209,7 +225,11 @@ def scale_by_salsa(
     (``benchmarks/step_overhead.py``, rows ``salsa_steady`` and ``salsa_unchecked``).
     ``check_gradient=False`` drops it from the updates that do not search
     (searches always check): those then check ``value`` alone and apply a
-    non-finite gradient with a finite loss as SGD would.
+    non-finite gradient with a finite loss as SGD would;
+  * an injected hyperparameter (``optax.inject_hyperparams``) that is out of its range
+    at run time gives a zero update without a search;
+  * ``no_step_count`` and ``no_step_reason`` say how many updates in a row made no step
+    and why (see :func:`optax_ls.check_progress`).
 
   Differences from the authors' code (github TheMody/No-learning-rates-needed-
   Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation), not copied here:
@@ -540,12 +560,16 @@ def adam_salsa(
     # -sum |g|: finite and negative for a usable gradient. (Not -||g||^2: XLA
     # would share g^2 with the second moment and write it out.)
     check = -sum(jnp.sum(jnp.abs(gi)) for gi in jax.tree.leaves(g))
-    healthy = jnp.isfinite(check)
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    valid = _runtime_valid(h) & (f32(b1) >= 0) & (f32(b1) < 1) & (f32(b2) >= 0) & (f32(b2) < 1)
+    valid &= f32(eps) > 0
+    healthy = jnp.isfinite(check) & valid
     if value is not None:
       healthy = healthy & jnp.isfinite(_core.as_scalar(value, "`value`"))
-    # An update skipped for a non-finite gradient or value leaves the moments as
-    # they were; the kept moments also give the directions (any direction is
-    # masked to zero on a skipped update), so each moment is written once.
+    # An update skipped for a non-finite gradient or value (or an invalid injected
+    # hyperparameter) leaves the moments as they were; the kept moments also give the
+    # directions (any direction is masked to zero on a skipped update), so each moment is
+    # written once.
     keep = lambda new, old: jax.tree.map(  # noqa: E731
         lambda n, o: jnp.where(healthy, n, o), new, old
     )
@@ -570,12 +594,19 @@ def adam_salsa(
         slope_fn=lambda: _core.real_vdot(g if grad is None else grad, search_dir()),
         check=check,
         reuse_without_descent=along_momentum,
+        valid=valid,
     )
     fields = outcome.fields
     if step_schedule is not None:
       # count already includes this update when it is healthy; t counts the ones before.
       factor = jnp.asarray(step_schedule(jnp.maximum(count - 1, 0)), jnp.float32)
-      fields = fields._replace(learning_rate=fields.learning_rate * factor)
+      # A step the schedule scales to 0 (the end of a cool-down) is zero by design.
+      scheduled_out = outcome.moved & (factor == 0)
+      fields = fields._replace(
+          learning_rate=fields.learning_rate * factor,
+          no_step_count=jnp.where(scheduled_out, state.no_step_count, fields.no_step_count),
+          no_step_reason=jnp.where(scheduled_out, state.no_step_reason, fields.no_step_reason),
+      )
     lr = fields.learning_rate
     new_updates = _core.masked_scale(outcome.moved, lr, applied_dir, updates)
     new_state = AdamSalsaState(count=count, mu=mu, nu=nu, **fields._asdict())
@@ -768,6 +799,8 @@ class _Fields(NamedTuple):
   step_size_slow: jax.Array
   search_interval: jax.Array
   steps_since_search: jax.Array
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 class _Outcome(NamedTuple):
@@ -789,6 +822,8 @@ def _init_search_fields(init_step_size: Any) -> dict[str, jax.Array]:
       # L = 1 and no update since: the first update searches.
       search_interval=jnp.ones((), jnp.int32),
       steps_since_search=jnp.zeros((), jnp.int32),
+      no_step_count=jnp.zeros((), jnp.int32),
+      no_step_reason=jnp.zeros((), jnp.int32),
   )._asdict()
 
 
@@ -812,6 +847,7 @@ class _Search(NamedTuple):
 
   searched: jax.Array  # a search ran (due, finite value and slope, descent)
   ascent: jax.Array  # due, finite value and slope, but no descent direction
+  non_finite: jax.Array  # due and ready, but the value or the slope is not finite
   accepted: jax.Array
   step_size: jax.Array  # the accepted (or last) trial
   next_step_size: jax.Array  # where an exhausted search resumes
@@ -831,6 +867,7 @@ def _step(
     slope_fn: Callable[[], jax.Array],
     check: jax.Array | None,
     reuse_without_descent: bool = False,
+    valid: jax.Array | None = None,
 ) -> _Outcome:
   """One SaLSa update: searches if due, else reuses the last accepted step.
 
@@ -842,16 +879,22 @@ def _step(
   None: updates that do not search then check ``value`` only. With
   ``reuse_without_descent``, a due search whose direction is not a descent
   direction (finite value and slope, slope >= 0) applies the last accepted
-  step instead of none, and the next update searches.
+  step instead of none, and the next update searches. ``valid`` (default: the SaLSa
+  hyperparameters, :func:`_runtime_valid`) false makes a zero update without a search.
   """
   objective = _core.bind_value_fn(value_fn, extra_args)
   due = state.steps_since_search + 1 >= state.search_interval
   if not h.speed_up:
     due = jnp.ones((), bool)
-  ready = jnp.ones((), bool) if check is None else jnp.isfinite(check) & (check < 0)
+  if valid is None:
+    valid = _runtime_valid(h)
+  finite = jnp.ones((), bool) if check is None else jnp.isfinite(check)
+  ready = finite if check is None else finite & (check < 0)
   if value is not None:
     value0 = _core.as_scalar(value, "`value`")
+    finite = finite & jnp.isfinite(value0)
     ready = ready & jnp.isfinite(value0)
+  ready = ready & valid
   b3 = h.b3
 
   def search() -> _Search:
@@ -882,6 +925,7 @@ def _step(
     return _Search(
         searched=descent,
         ascent=ready & jnp.isfinite(v0) & jnp.isfinite(slope) & ~descent,
+        non_finite=ready & ~(jnp.isfinite(v0) & jnp.isfinite(slope)),
         accepted=descent & result.accepted,
         step_size=result.step_size,
         next_step_size=result.next_step_size,
@@ -896,6 +940,7 @@ def _step(
     return _Search(
         searched=jnp.zeros((), bool),
         ascent=jnp.zeros((), bool),
+        non_finite=jnp.zeros((), bool),
         accepted=jnp.zeros((), bool),
         step_size=zero,
         next_step_size=zero,
@@ -926,6 +971,10 @@ def _step(
     reuse = reuse | out.ascent
   applied = jnp.where(accepted, eta, jnp.where(reuse, state.step_size, 0.0))
   applied = applied.astype(jnp.float32)
+  moved = applied > 0
+  no_step_count, no_step_reason = _core.no_step(
+      state.no_step_count, moved, invalid=~valid, non_finite=~finite | out.non_finite,
+      not_descent=(False if check is None else check >= 0) | out.ascent, exhausted=exhausted)
   fields = _Fields(
       learning_rate=applied,
       step_size=step_size.astype(jnp.float32),
@@ -938,8 +987,10 @@ def _step(
       search_interval=interval.astype(jnp.int32),
       steps_since_search=jnp.where(out.searched, 0, state.steps_since_search + 1).astype(
           jnp.int32),
+      no_step_count=no_step_count,
+      no_step_reason=no_step_reason,
   )
-  return _Outcome(moved=applied > 0, fields=fields)
+  return _Outcome(moved=moved, fields=fields)
 
 
 def _salsa_transformation(
@@ -989,6 +1040,23 @@ def _salsa_transformation(
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
   return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
+
+
+def _runtime_valid(h: _Hyper) -> jax.Array:
+  """Whether the hyperparameters are valid as traced values (``optax.inject_hyperparams``).
+
+  Construction checks the concrete ones; an injected value is only known here. With an
+  invalid one an update searches not (no trial budget spent on a condition that cannot
+  hold) and makes no step.
+  """
+  f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+  ok = (f32(h.c) > 0) & (f32(h.c) < 1) & (f32(h.b3) >= 0) & (f32(h.b3) < 1)
+  ok &= (f32(h.decrease_factor) > 0) & (f32(h.decrease_factor) < 1)
+  ok &= f32(h.increase_factor) >= 1
+  ok &= (f32(h.min_step_size) > 0) & (f32(h.init_step_size) > 0)
+  ok &= f32(h.max_step_size) >= f32(h.min_step_size)
+  ok &= (f32(h.max_backtracking_steps) >= 1) & (f32(h.max_search_interval) >= 1)
+  return ok
 
 
 def _validate(**kw: Any) -> _Hyper:

@@ -40,6 +40,12 @@ class ScaleByTlrState(NamedTuple):
       the naive variant.
     previous: the sum of the directions of the last completed window (float32),
       :math:`g_{t-1}` of Eq. 7-9; None for the naive variant.
+    no_step_count: how many updates in a row made no step (int32; 0 after a step). TLR
+      has no search: every update steps, unless its inputs are not finite or an injected
+      hyperparameter is out of its range.
+    no_step_reason: why the last update made no step (int32; 0: it made one; see
+      :func:`optax_ls.check_progress`): an invalid injected hyperparameter, or a
+      non-finite ``value`` or direction (naive: or a non-finite trial).
   """
 
   learning_rate: Any
@@ -47,6 +53,8 @@ class ScaleByTlrState(NamedTuple):
   window_calls: jax.Array
   accumulated: optax.Updates | None
   previous: optax.Updates | None
+  no_step_count: jax.Array
+  no_step_reason: jax.Array
 
 
 def scale_by_tlr(
@@ -120,7 +128,11 @@ def scale_by_tlr(
     state as it was (rate, window and stored directions);
   * naive: a non-finite loss or gradient at the trial point
     :math:`w + \alpha_t d` makes no step and halves the rate (the trial
-    overshot); it never reaches the weights.
+    overshot); it never reaches the weights;
+  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
+    time gives a zero update and leaves the state as it was; ``no_step_count`` and
+    ``no_step_reason`` say how many updates in a row made no step and why (see
+    :func:`optax_ls.check_progress`).
 
   The efficient variant needs no ``value_fn`` (it uses only the incoming
   direction); ``value_fn``, ``value`` and ``grad`` are accepted so that it
@@ -298,6 +310,8 @@ def _tlr_transformation(
         window_calls=jnp.zeros((), jnp.int32),
         accumulated=None if one_call else zeros(),
         previous=None if naive else zeros(),
+        no_step_count=jnp.zeros((), jnp.int32),
+        no_step_reason=jnp.zeros((), jnp.int32),
     )
 
   def update_fn(
@@ -313,6 +327,10 @@ def _tlr_transformation(
     del grad  # the inner products are taken between directions
     value_ok = jnp.ones((), bool) if value is None else jnp.isfinite(
         _core.as_scalar(value, "`value`"))
+    # An injected hyperparameter out of its range (only known at run time) makes a zero
+    # update and leaves the state as it was, as a non-finite value does.
+    valid = _runtime_valid(h, naive)
+    value_ok = value_ok & valid
     if naive:
       value_fn = _core.require_value_fn(value_fn, method)
       _core.require_params(params, method, "the naive variant evaluates the trial point")
@@ -320,6 +338,10 @@ def _tlr_transformation(
                                   _core.bind_value_fn(value_fn, extra_args), value_ok)
     else:
       new_state, ok = _efficient_step(h, per_layer, updates, state, value_ok)
+    # No search: an update steps unless invalid or non-finite inputs skip it.
+    no_step_count, no_step_reason = _core.no_step(state.no_step_count, ok, invalid=~valid,
+                                                  non_finite=True)
+    new_state = new_state._replace(no_step_count=no_step_count, no_step_reason=no_step_reason)
     new_updates = _scaled(ok, sign, new_state.learning_rate, updates)
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
@@ -372,6 +394,8 @@ def _efficient_step(
       window_calls=window_calls.astype(jnp.int32),
       accumulated=accumulated,
       previous=previous,
+      no_step_count=state.no_step_count,
+      no_step_reason=state.no_step_reason,
   )
   return new_state, ok
 
@@ -421,6 +445,8 @@ def _naive_step(
       window_calls=state.window_calls,
       accumulated=None,
       previous=None,
+      no_step_count=state.no_step_count,
+      no_step_reason=state.no_step_reason,
   )
   return new_state, ok & trial_ok
 
@@ -498,6 +524,21 @@ def _scaled(ok: jax.Array, sign: float, rates: Any, updates: optax.Updates) -> o
   return treedef.unflatten([
       jnp.where(ok, (sign * r) * d.astype(jnp.float32), 0.0).astype(d.dtype)
       for r, d in zip(leaf_rates, leaves, strict=True)])
+
+
+def _runtime_valid(h: _Hyper, naive: bool) -> jax.Array:
+  """Whether the hyperparameters are valid as traced values (``optax.inject_hyperparams``).
+
+  Construction checks the concrete ones; an injected value is only known here.
+  """
+  f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+  ok = (f32(h.init_learning_rate) > 0) & (f32(h.c) > 0) & (f32(h.min_learning_rate) > 0)
+  ok &= f32(h.max_learning_rate) >= f32(h.min_learning_rate)
+  if naive:
+    ok &= f32(h.eta) > 0
+  elif h.window is not None:
+    ok &= h.window >= 1
+  return ok
 
 
 def _validate(method: str, variant: str, per_layer: bool | str, **kw: Any) -> _Hyper:

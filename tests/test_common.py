@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from optax_ls import _core
 from tests.method_registry import METHODS, Method
 from tests.problems import init_mlp, make_step, mlp_loss, regression_batch
 
@@ -156,6 +157,56 @@ def test_nonfinite_value_or_gradient_gives_zero_update(method: Method, bad: floa
       bad_grads, state)
   chex.assert_trees_all_equal(updates, optax.tree.zeros_like(params))
   assert _leaves_finite(new_state)
+
+
+def _no_step(state) -> tuple[int, int]:
+  return (int(optax.tree.get(state, "no_step_count")),
+          int(optax.tree.get(state, "no_step_reason")))
+
+
+@parametrize
+def test_no_step_fields_count_non_finite_updates_and_clear_on_a_step(method: Method):
+  """``no_step_count`` / ``no_step_reason``: 0 fresh, counted on a NaN ``value``, 0 after a step.
+
+  A tiny quadratic keeps the one compilation per method cheap. The calls that make no step by
+  design (LABPAL's measuring calls) leave the count as it was, so it holds until the first
+  non-zero update, which clears it.
+  """
+  opt = method.make()
+  target = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([1.5, -0.5])}
+
+  def loss_fn(params, batch=None):
+    del batch
+    return 0.5 * sum(jnp.sum((p - t) ** 2) for p, t in
+                     zip(jax.tree.leaves(params), jax.tree.leaves(target), strict=True))
+
+  extra = _extra(method, loss_fn, None)
+
+  @jax.jit
+  def step(params, state, bad):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    value = jnp.where(bad, jnp.nan, loss)
+    updates, state = opt.update(grads, state, params, value=value, grad=grads,
+                                value_fn=loss_fn, **extra)
+    return optax.apply_updates(params, updates), state, updates
+
+  params = optax.tree.zeros_like(target)
+  state = opt.init(params)
+  assert _no_step(state) == (0, 0)
+  for count in (1, 2):
+    new_params, state, updates = step(params, state, True)
+    chex.assert_trees_all_equal(updates, optax.tree.zeros_like(params))
+    chex.assert_trees_all_equal(new_params, params)
+    assert _no_step(state) == (count, _core.NON_FINITE)
+  for _ in range(6):
+    params, state, updates = step(params, state, False)
+    if float(optax.tree.norm(updates)) > 0:
+      break
+    assert _no_step(state) == (2, _core.NON_FINITE), "a zero update by design counted"
+  else:
+    raise AssertionError(f"{method.name}: no healthy update stepped")
+  assert _no_step(state) == (0, 0)
+  assert step._cache_size() == 1
 
 
 @parametrize

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optax_ls
+from optax_ls import _core
 
 
 def _sequence(seed: int, steps: int) -> list[dict[str, np.ndarray]]:
@@ -96,4 +97,8 @@ def test_nonfinite_gradient_keeps_rate_and_previous_direction():
     for kwargs in ({}, {"grad": g}, {"grad": jnp.ones(2)}):
       updates, new_state = opt.update(g, state, params, **kwargs)
       assert float(jnp.abs(updates).max()) == 0.0
-      jax.tree.map(np.testing.assert_array_equal, new_state, state)
+      assert int(new_state.no_step_count) == 1
+      assert int(new_state.no_step_reason) == _core.NON_FINITE
+      kept = new_state._replace(no_step_count=state.no_step_count,
+                                no_step_reason=state.no_step_reason)
+      jax.tree.map(np.testing.assert_array_equal, kept, state)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optax_ls
+from optax_ls import _core
 from tests import test_common as common
 from tests.method_registry import TLR_PER_LAYER
 from tests.problems import init_mlp, regression_batch
@@ -145,7 +146,10 @@ def test_nonfinite_direction_leaves_the_window_untouched():
   _, state = opt.update({"a": jnp.array([1.0, 2.0])}, state, params)
   updates, bad_state = opt.update({"a": jnp.array([jnp.nan, 2.0])}, state, params)
   assert float(jnp.abs(updates["a"]).max()) == 0.0
-  chex.assert_trees_all_equal(bad_state._replace(num_evals=state.num_evals), state)
+  assert int(bad_state.no_step_count) == 1 and int(bad_state.no_step_reason) == _core.NON_FINITE
+  chex.assert_trees_all_equal(
+      bad_state._replace(num_evals=state.num_evals, no_step_count=state.no_step_count,
+                         no_step_reason=state.no_step_reason), state)
 
 
 def test_naive_rate_follows_alg_1():
