@@ -14,46 +14,31 @@ def accumulate(
 ) -> Callable[..., Any]:
   r"""Makes ``fn`` average its outputs over ``num_microbatches`` slices of its batch.
 
-  A line search on a batch too large for the device's memory: split the batch of
+  For a line search on a batch too large for the device's memory: split the batch of
   :math:`B` examples into :math:`k` micro-batches of :math:`B/k` and use
 
   .. math::
 
     F(w) = \frac{1}{k} \sum_{j=1}^{k} f(w; \text{batch}_j)
 
-  both for the gradient (``accumulate(jax.value_and_grad(loss_fn), k)``) and for the
-  search's ``value_fn`` (``accumulate(loss_fn, k)``), so that every trial of the search
-  evaluates the objective whose gradient gave the direction. When ``f`` is a mean over
-  the examples, :math:`F` is the loss of the whole batch (up to rounding). The
-  micro-batches run one after the other in a :func:`jax.lax.scan`, so the memory of the
-  activations does not grow with :math:`k`. Micro-batch :math:`j` holds the examples
-  :math:`j, j + k, j + 2k, \dots` of the batch: a batch sharded over devices along its
-  first axis (``P('data')``, with :math:`B/k` a multiple of the number of devices) keeps
-  every micro-batch spread over all the devices.
-
-  Every leaf of the output is averaged, so ``fn`` may return a loss, a
-  ``(loss, grads)`` pair, or auxiliary per-batch means such as an accuracy (not
-  per-example arrays). Arguments other than the batch are passed to every call
-  unchanged, e.g. one dropout key: all micro-batches then draw their masks from that
-  key, and the search still compares one fixed objective.
-
-  ``optax.MultiSteps`` is not a substitute: it averages the gradients of ``k``
-  successive ``update`` calls and runs the wrapped line search on the last call only,
-  with that call's ``value_fn``, i.e. the loss of the last micro-batch, which is not
-  the objective the averaged direction descends.
+  both for the gradient (``accumulate(jax.value_and_grad(loss_fn), k)``) and for the search's
+  ``value_fn`` (``accumulate(loss_fn, k)``), so that every trial evaluates the objective whose
+  gradient gave the direction. The micro-batches run one after the other in a
+  :func:`jax.lax.scan`. See :doc:`/methods/accumulate` for the sharding, the arguments shared
+  by the micro-batches and why ``optax.MultiSteps`` is not a substitute.
 
   Args:
-    fn: ``fn(*args, **kwargs)`` whose argument ``batch_argnum`` is a batch: a pytree
-      whose leaves all have the batch size :math:`B` as their leading axis.
-    num_microbatches: :math:`k`, a positive integer dividing :math:`B`; 1 calls
-      ``fn`` unchanged.
-    batch_argnum: the position of the batch among ``fn``'s positional arguments
-      (default 1: ``fn(params, batch)``).
+    fn: ``fn(*args, **kwargs)`` whose argument ``batch_argnum`` is a batch: a pytree whose
+      leaves all have the batch size :math:`B` as their leading axis.
+    num_microbatches: :math:`k`, a positive integer dividing :math:`B`; 1 calls ``fn``
+      unchanged.
+    batch_argnum: the position of the batch among ``fn``'s positional arguments, default 1
+      (``fn(params, batch)``).
 
   Returns:
-    A function with ``fn``'s signature returning the mean of ``fn``'s outputs over
-    the micro-batches, in the outputs' dtypes. It raises a ``ValueError`` when the
-    batch size is not a multiple of :math:`k`.
+    A function with ``fn``'s signature returning the mean of each leaf of ``fn``'s outputs over
+    the micro-batches, in the outputs' dtypes. It raises a ``ValueError`` when the batch size
+    is not a multiple of :math:`k`.
 
   Raises:
     ValueError: if ``num_microbatches`` is not a positive integer.

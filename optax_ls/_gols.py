@@ -83,98 +83,34 @@ def scale_by_gols_i(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by GOLS-I, a gradient-only line search across calls.
 
-  GOLS-I (Alg. 4 of the thesis, after Kafka and Wilke) looks along a line
-  :math:`w + \lambda d` for a sign change of the directional derivative
-  :math:`l'_{B}(\lambda) = \langle \nabla f_B(w + \lambda d), d\rangle`,
-  measuring every derivative on a new mini-batch :math:`B`. Here each
-  measurement is one ``update`` call: the call receives the gradient at the
-  point where the previous call left the weights, and moves them to the next
-  trial point (or leaves them at the accepted one). The incoming ``updates``
-  are the descent direction :math:`v` (``-g`` for SGD).
-
-  *Start* (phase 0): the call's direction fixes the line, :math:`d = v`, its
-  slope :math:`l'_{B_0}(0) = \langle g_0, d\rangle`, the bounds
-  :math:`\lambda_{\max} = \min(1/\|d\|, \texttt{max\_step\_size})` and
-  :math:`\lambda_{\min}` = ``min_step_size``, and the first trial
-  :math:`\lambda = \mathrm{clip}(\lambda_{\mathrm{init}}, \lambda_{\min},
-  \lambda_{\max})`; the update moves the weights to :math:`w + \lambda d`.
-  :math:`\lambda_{\mathrm{init}}` is ``init_step_size`` for the first
-  search and the last accepted step after it.
-
-  *First trial* (phase 1): with :math:`s = l'_{B_1}(\lambda)` measured on
-  the call's gradient, the step is accepted when the modified strong
-  curvature condition (Eq. 2.24)
+  GOLS-I (Alg. 4) looks along a line :math:`w + \lambda d` (:math:`d` the incoming direction
+  of the call that starts it; ``-g`` for SGD) for a sign change of the directional derivative
+  :math:`l'_B(\lambda) = \langle \nabla f_B(w + \lambda d), d\rangle`, each measured on a new
+  mini-batch: every ``update`` call is one trial, on the gradient at the point where the
+  previous call left the weights. The first trial is accepted when (Eq. 2.24)
 
   .. math::
-    0 \le l'_{B_1}(\lambda) \le c_2\, |l'_{B_0}(0)|
+    0 \le l'_{B_1}(\lambda) \le c_2\, |l'_{B_0}(0)|;
 
-  holds; otherwise it grows (:math:`s < 0`) or shrinks (:math:`s > 0`):
-
-  * *grow* (flag 1): :math:`\lambda \leftarrow \eta\lambda`; the search
-    ends at the new :math:`\lambda` when :math:`\lambda > \lambda_{\max}/\eta`
-    (without measuring it) or when its derivative is :math:`\ge 0`;
-  * *shrink* (flag 2): :math:`\lambda \leftarrow \lambda/\eta`; the search
-    ends at the new :math:`\lambda` when :math:`\lambda < \eta\lambda_{\min}`
-    (without measuring it) or when its derivative is :math:`< 0`.
-
-  So an accepted step brackets the sign change with the trial before it:
-  growing, :math:`l'(\lambda/\eta) < 0 \le l'(\lambda)`; shrinking,
-  :math:`l'(\lambda) < 0 < l'(\eta\lambda)`. Every move is
-  :math:`(\lambda' - \lambda)\, d`; an accepting call makes a zero update and
-  the next call starts a new line from the accepted point (on a new batch,
-  as the algorithm's :math:`B_0`). A search takes at most
-  :math:`2 + \lceil \log_\eta(\lambda_{\max}/\lambda_{\min}) \rceil` calls.
-
-  No loss value is needed: ``value_fn`` is not called (``num_evals`` stays
-  0), so the transformation also works without one.
-
-  Robustness, beyond Alg. 4 (nothing changes on healthy inputs):
-
-  * every step lies in :math:`[\lambda_{\min}, \lambda_{\max}]`: a grown
-    step is capped at :math:`\lambda_{\max}` (Alg. 4 can return up to
-    :math:`\eta\lambda_{\max}` when its first trial is already above
-    :math:`\lambda_{\max}/\eta`), a shrunk one floored at :math:`\lambda_{\min}`,
-    and :math:`\lambda_{\max}` is raised to :math:`\lambda_{\min}` for a
-    direction longer than :math:`1/\lambda_{\min}`;
-  * a start call whose direction is zero or not finite, whose slope is not
-    negative (not a descent direction) or not finite, or whose ``value``
-    (when passed) is not finite makes a zero update and starts again on the
-    next call;
-  * a trial call whose gradient, slope or ``value`` is not finite abandons
-    the search: the update returns the weights to the line's start ``w``
-    (exactly ``-lambda d``; in low precision parameters up to the rounding
-    of the moves), the step to try first is kept, and the next call starts a
-    new line (``num_failed`` counts these);
-  * the direction buffer only takes finite directions, and the state holds
-    finite values only;
-  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
-    time starts no search (a zero update) and abandons a running one;
-  * ``no_step_count`` and ``no_step_reason`` count the calls in a row that made no step
-    and say why: a start call that could not start, or a trial call that abandons its
-    search (back to ``w``). A call that accepts the trial the weights stand at moves
-    nothing by design and leaves both as they were.
-
-  The weights move along ``d`` by differences of steps: float32 parameters
-  follow the line up to float32 rounding; bfloat16 parameters cannot hold
-  small trial moves (keep float32 master weights).
+  otherwise :math:`\lambda` is multiplied by :math:`\eta` while the derivative is negative, or
+  divided by it while it is positive, until its sign changes or :math:`\lambda` leaves
+  :math:`[\eta\lambda_{\min}, \lambda_{\max}/\eta]`. No loss value is needed. See
+  :doc:`/methods/gols` for the phases, the bounds and the robustness rules.
 
   Args:
-    init_step_size: :math:`\lambda_{\mathrm{init}} > 0` of the first search
-      (paper: 1e-8, or the step of the last search, which later searches
-      use; the thesis's grid for GOLS-I is 1e-3 to 1). Under
-      ``optax.inject_hyperparams`` only its value at ``init`` matters.
-    c2: :math:`c_2 > 0` of the curvature condition (paper 0.9).
-    eta: the scaling factor :math:`\eta > 1` (paper 2).
-    min_step_size: :math:`\lambda_{\min} > 0` (paper 1e-8).
-    max_step_size: the cap on :math:`\lambda_{\max} = \min(1/\|d\|,
-      \texttt{max\_step\_size})`, above ``min_step_size`` (paper 1e7).
+    init_step_size: :math:`\lambda_{\mathrm{init}} > 0`, the first trial of the first search,
+      default 1e-8 (the paper's); later searches start from the last accepted step.
+    c2: :math:`c_2 > 0` of the curvature condition, default 0.9.
+    eta: the factor :math:`\eta > 1` by which a trial grows or shrinks, default 2.
+    min_step_size: :math:`\lambda_{\min} > 0`, the smallest trial, default 1e-8.
+    max_step_size: the cap on :math:`\lambda_{\max} = \min(1/\|d\|, \texttt{max\_step\_size})`,
+      above ``min_step_size``, default 1e7.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes
-    ``grad`` (the gradient for the directional derivatives; defaults to
-    ``-updates``), ``value`` (optional: the loss at ``params``, only checked
-    to be finite) and ignores ``value_fn``, ``params`` and other keyword
-    arguments. Its state is a :class:`ScaleByGolsIState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByGolsIState`. Its
+    ``update`` takes ``grad`` (for the directional derivatives; defaults to ``-updates``) and
+    ``value`` (optional, only checked to be finite), and ignores ``value_fn``, ``params`` and
+    other keyword arguments.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -217,51 +153,35 @@ def gols_i(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with GOLS-I, the gradient-only line search that is inexact, taking gradients.
 
-  Each line is along the negative gradient :math:`d = -g_0` of the call that
-  starts it; every later call is one trial on a new batch :math:`B`, whose
-  gradient gives the directional derivative
-  :math:`l'_B(\lambda) = -\langle \nabla f_B(w + \lambda d), g_0\rangle`.
-  The first trial :math:`\lambda` is accepted when
+  Each line is along the negative gradient :math:`d = -g_0` of the call that starts it; every
+  later call is one trial on a new batch :math:`B`, whose gradient gives the directional
+  derivative :math:`l'_B(\lambda) = -\langle \nabla f_B(w + \lambda d), g_0\rangle`. The first
+  trial :math:`\lambda` is accepted when (Eq. 2.24)
 
   .. math::
-    0 \le l'_{B_1}(\lambda) \le c_2\, |l'_{B_0}(0)| = c_2 \|g_0\|^2
+    0 \le l'_{B_1}(\lambda) \le c_2\, |l'_{B_0}(0)| = c_2 \|g_0\|^2;
 
-  (Eq. 2.24); otherwise :math:`\lambda` is multiplied by :math:`\eta` while
-  the derivative is negative, or divided by :math:`\eta` while it is
-  positive, until its sign changes or :math:`\lambda` leaves
-  :math:`[\eta\lambda_{\min}, \lambda_{\max}/\eta]`, with
-  :math:`\lambda_{\max} = \min(1/\|g_0\|, \texttt{max\_step\_size})`
-  (Alg. 4). Every call moves the weights to its next trial point; the next
-  line starts from the accepted one. ``gols_i(...)`` gives the
-  same updates as ``optax.chain(optax.scale(-1), scale_by_gols_i(...))`` but
-  stores the gradient, so that no negated copy is written out. See
-  :func:`scale_by_gols_i` for the algorithm, the arguments (defaults are the
-  paper's) and the robustness rules. With the paper's first step of 1e-8 the
-  first search needs about 25 calls to grow to a useful step; a larger
-  ``init_step_size`` (e.g. 0.1) saves them. The thesis's comparison also
-  tunes a momentum on the direction; it is not offered here (a momentum
-  transformation chained before :func:`scale_by_gols_i` would be updated on
-  every call, trials included, and change the measured slopes).
+  otherwise :math:`\lambda` is multiplied by :math:`\eta` while the derivative is negative, or
+  divided by it while it is positive, until its sign changes or :math:`\lambda` leaves
+  :math:`[\eta\lambda_{\min}, \lambda_{\max}/\eta]`, :math:`\lambda_{\max} = \min(1/\|g_0\|,
+  \texttt{max\_step\_size})` (Alg. 4). Every call moves the weights to its next trial point.
+  See :doc:`/methods/gols` for the algorithm, the first step's cost and the robustness rules.
 
   Args:
-    init_step_size: :math:`\lambda_{\mathrm{init}} > 0`, the first trial of
-      the first search (paper 1e-8); later searches start from the last
-      accepted step.
-    c2: :math:`c_2 > 0` of the curvature condition (paper 0.9).
-    eta: the scaling factor :math:`\eta > 1` by which a trial grows or
-      shrinks (paper 2).
-    min_step_size: :math:`\lambda_{\min} > 0`, the smallest trial (paper 1e-8).
-    max_step_size: the cap on :math:`\lambda_{\max} = \min(1/\|g_0\|,
-      \texttt{max\_step\_size})`, above ``min_step_size`` (paper 1e7).
+    init_step_size: :math:`\lambda_{\mathrm{init}} > 0`, the first trial of the first search,
+      default 1e-8 (the paper's); later searches start from the last accepted step.
+    c2: :math:`c_2 > 0` of the curvature condition, default 0.9.
+    eta: the factor :math:`\eta > 1` by which a trial grows or shrinks, default 2.
+    min_step_size: :math:`\lambda_{\min} > 0`, the smallest trial, default 1e-8.
+    max_step_size: the cap on :math:`\lambda_{\max} = \min(1/\|g_0\|, \texttt{max\_step\_size})`,
+      above ``min_step_size``, default 1e7.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByGolsIState`, taking the gradients as ``updates``. Its
-    ``update`` needs no keyword argument: ``grad`` (the gradient for the
-    directional derivatives, when ``updates`` were transformed before)
-    defaults to ``updates``, ``value`` (optional: the loss at ``params``) is
-    only checked to be finite, and ``value_fn``, ``params`` and other keyword
-    arguments are ignored.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByGolsIState`,
+    taking the gradients as ``updates``. Its ``update`` needs no keyword argument: ``grad``
+    (for the directional derivatives, when ``updates`` were transformed before) defaults to
+    ``updates``, ``value`` (optional) is only checked to be finite, and ``value_fn``,
+    ``params`` and other keyword arguments are ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

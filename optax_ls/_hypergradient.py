@@ -50,47 +50,31 @@ def scale_by_hypergradient(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by a rate trained by hypergradient descent.
 
-  The incoming ``updates`` are a descent direction :math:`d_t` (``-g_t`` for
-  SGD). The update :math:`w_t = w_{t-1} + \alpha\, d_{t-1}` makes the loss at
-  the next point a function of :math:`\alpha` whose derivative is
-  :math:`\langle g_t, d_{t-1}\rangle` (Eq. 2.48); one gradient step on it with
-  the hyper learning rate :math:`\beta` gives
+  The incoming ``updates`` are a descent direction :math:`d_t` (``-g_t`` for SGD). The loss
+  after the last update, a function of :math:`\alpha`, has the derivative
+  :math:`\langle g_t, d_{t-1}\rangle` (Eq. 2.48); one gradient step on it gives
 
   .. math::
     \alpha_t = \alpha_{t-1} - \beta\,\langle g_t, d_{t-1}\rangle
              \;(= \alpha_{t-1} + \beta\,\langle g_t, g_{t-1}\rangle \text{ for SGD}),
 
-  and the update is :math:`\alpha_t d_t`. The rate grows while consecutive
-  gradients agree and shrinks when they disagree. :math:`g_t` is ``grad`` when
-  given, else :math:`-d_t`; :math:`d_{-1} = 0`, so the first update uses
-  :math:`\alpha_0`. On a momentum direction (``optax.trace`` chained before)
-  this is Baydin et al.'s SGDN-HD.
-
-  As in the paper and its reference code, the rate is not bounded: it can
-  become negative (the update then climbs). ``min_learning_rate`` is an
-  optional floor, :math:`\alpha_t \leftarrow \max(\alpha_t, \alpha_{\min})`.
-
-  Robustness (none of it changes a healthy run): a non-finite ``value``,
-  direction or ``grad`` gives a zero update and keeps the rate and the stored
-  direction; a zero direction gives a zero update; an injected hyperparameter
-  (``optax.inject_hyperparams``) out of its range at run time gives a zero update and
-  keeps the rate. ``no_step_count`` and ``no_step_reason`` say how many updates in a row
-  made no step and why (see :func:`optax_ls.check_progress`). ``value_fn`` is never
-  called (accepted so that the method drops into a line-search train step).
+  and the update is :math:`\alpha_t d_t` (:math:`d_{-1} = 0`). On a momentum direction
+  (``optax.trace`` chained before) this is SGDN-HD. See :doc:`/methods/sgd_hd` for the
+  unbounded rate and the robustness rules.
 
   Args:
-    init_learning_rate: the initial rate :math:`\alpha_0` (Baydin et al. use
-      1e-3; seed 002's grid is 0.1, 0.01, 1e-3).
-    beta: the hyper learning rate :math:`\beta` (Baydin et al. use 1e-3 for
-      SGD-HD; seed 002's grid is 0.1..1e-4); must be positive.
-    min_learning_rate: None (the paper: unbounded) or a floor on the rate.
+    init_learning_rate: the initial rate :math:`\alpha_0`, positive, default 1e-3 (Baydin et
+      al.'s).
+    beta: the hyper learning rate :math:`\beta`, positive, default 1e-3 (Baydin et al.'s for
+      SGD-HD).
+    min_learning_rate: None (default: unbounded, as in the paper) or a floor
+      :math:`\alpha_t \leftarrow \max(\alpha_t, \alpha_{\min})`.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByHypergradientState`. Its ``update`` needs no keyword
-    argument: ``grad`` (the gradient :math:`g_t`) defaults to ``-updates``,
-    ``value`` (optional) is only checked to be finite, and ``params``,
-    ``value_fn`` and other keyword arguments are ignored.
+    :class:`ScaleByHypergradientState`. Its ``update`` needs no keyword argument: ``grad``
+    (the gradient :math:`g_t`) defaults to ``-updates``, ``value`` (optional) is only checked
+    to be finite, and ``params``, ``value_fn`` and other keyword arguments are ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -125,38 +109,32 @@ def sgd_hd(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with hypergradient descent on the learning rate (SGD-HD), taking gradients.
 
-  The loss after the last update, :math:`f(w_{t-1} - \alpha g_{t-1})`, has
-  the derivative :math:`-\langle g_t, g_{t-1}\rangle` in :math:`\alpha`
-  (Eq. 2.48); one gradient step on it with the hyper learning rate
-  :math:`\beta` trains the rate, which then makes the SGD step:
+  The loss after the last update, :math:`f(w_{t-1} - \alpha g_{t-1})`, has the derivative
+  :math:`-\langle g_t, g_{t-1}\rangle` in :math:`\alpha` (Eq. 2.48); one gradient step on it
+  with the hyper learning rate :math:`\beta` trains the rate, which then makes the SGD step:
 
   .. math::
     \alpha_t = \alpha_{t-1} + \beta\,\langle g_t, g_{t-1}\rangle, \qquad
     w_{t+1} = w_t - \alpha_t g_t
 
-  (Eq. 2.49; :math:`g_{-1} = 0`, so the first update uses
-  :math:`\alpha_0`). The rate grows while consecutive gradients agree and
-  shrinks when they disagree; as in the paper it is unbounded (it can turn
-  negative) unless ``min_learning_rate`` is given. The same updates as
-  ``optax.chain(optax.scale(-1), scale_by_hypergradient(...))`` without
-  writing out the negated gradient; see :func:`scale_by_hypergradient` for
-  the momentum variant and the robustness guarantees.
+  (Eq. 2.49; :math:`g_{-1} = 0`). The rate is unbounded, as in the paper, unless
+  ``min_learning_rate`` is given. See :doc:`/methods/sgd_hd` for the momentum variant and the
+  robustness rules.
 
   Args:
-    init_learning_rate: the initial rate :math:`\alpha_0`, positive (default
-      1e-3, Baydin et al.'s).
-    beta: the hyper learning rate :math:`\beta`, positive (default 1e-3,
-      Baydin et al.'s for SGD-HD).
+    init_learning_rate: the initial rate :math:`\alpha_0`, positive, default 1e-3 (Baydin et
+      al.'s).
+    beta: the hyper learning rate :math:`\beta`, positive, default 1e-3 (Baydin et al.'s for
+      SGD-HD).
     min_learning_rate: None (default: unbounded, as in the paper) or a floor
       :math:`\alpha_t \leftarrow \max(\alpha_t, \alpha_{\min})`.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByHypergradientState`, taking the gradients as ``updates``.
-    Its ``update`` needs no keyword argument: ``grad`` (the gradient for the
-    hypergradient, when ``updates`` were transformed before) defaults to
-    ``updates``, ``value`` (optional) is only checked to be finite, and
-    ``params``, ``value_fn`` and other keyword arguments are ignored.
+    :class:`ScaleByHypergradientState`, taking the gradients as ``updates``. Its ``update``
+    needs no keyword argument: ``grad`` (when ``updates`` were transformed before) defaults to
+    ``updates``, ``value`` (optional) is only checked to be finite, and ``params``,
+    ``value_fn`` and other keyword arguments are ignored.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

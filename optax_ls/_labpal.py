@@ -110,127 +110,46 @@ def scale_by_labpal(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by LABPAL, a parabolic fit to the large-batch loss.
 
-  LABPAL (Alg. 9 of the paper) alternates two phases; every ``update`` call
-  consumes one mini-batch, measuring calls included (the paper's "step").
-
-  *Measure* (zero updates, the weights stay at :math:`w`): the (mean, see
-  below) incoming direction of the first call fixes the line direction
-  :math:`d`, :math:`u = d/\|d\|`. Over ``approx_batches`` calls
-  (:math:`|B_a|/|B_i| = 1280/128`) the loss of each batch is measured at the
-  three points :math:`0 < s_1 < s_2` (``measure_points``, paper: 0, 1e-4 and
-  1e-2) and averaged, which estimates the full-batch loss along the line,
-  :math:`\hat l(s) = \frac{1}{n}\sum_i f_{B_i}(w + s u)`. The last measuring
-  call fits the parabola :math:`\hat l(s) \approx a s^2 + b s + c` through the
-  three means, :math:`s_{\min} = -b/(2a)`, and sets the update step
+  LABPAL (Alg. 9) alternates two phases; every ``update`` call consumes one mini-batch. In a
+  measuring phase of ``approx_batches`` calls (zero updates) the incoming direction :math:`d`
+  of the first call fixes the line :math:`u = d/\|d\|`, and the mean loss over the batches at
+  :math:`s \in \{0, s_1, s_2\}` is fitted by a parabola :math:`a s^2 + b s + c`; its minimum
+  :math:`s_{\min} = -b/(2a)` gives
 
   .. math::
     s_{\mathrm{upd}} = \min(\alpha\, s_{\min},\ s_{\max}),
-    \qquad \lambda = s_{\mathrm{upd}} / \|d\| .
+    \qquad \lambda = s_{\mathrm{upd}} / \|d\|,
 
-  *Train*: ``n_sgd`` updates, then measure again. ``mode="sgd"`` reuses the
-  learning rate, :math:`\Delta w = \lambda\, d_t`; ``mode="nsgd"`` reuses the
-  step, :math:`\Delta w = s_{\mathrm{upd}}\, d_t/\|d_t\|` (Eq. 6.6). With
-  ``momentum`` :math:`\beta`, :math:`d_t` is the momentum direction
-  :math:`m_t = \beta m_{t-1} + v_t` of the incoming directions :math:`v_t`
-  (also when the line is fixed).
-
-  *Batch-size schedule* (Alg. 9): an update (and the direction that fixes a
-  line) uses the mean of the incoming directions of :math:`k(t)` calls
-  (gradient accumulation; the other calls of the group return zero updates),
-
-  .. math::
-    k(t) = 1 \text{ for } t \le \lfloor T/2 \rfloor,\quad
-           2 \text{ for } t \le \lfloor 3T/4 \rfloor,\quad 4 \text{ after},
-
-  with :math:`t` the calls made before the group's first and :math:`T` =
-  ``t_max``
-  (``batch_schedule`` gives the fractions and factors; None keeps
-  :math:`k = 1`). The size of a group is read when it starts. A line fixed
-  with :math:`k > 1` costs :math:`k - 1` calls more than ``approx_batches``:
-  the first calls only accumulate the direction.
-
-  *Noise adaptation* (Sec. 6.4.3, Eq. 6.8): with ``dataset_size`` and
-  ``batch_size`` given,
-  :math:`\epsilon = \frac{128}{|B|}\,\frac{|D|}{40000}`; the schedule then runs
-  over :math:`T = \epsilon\,` ``t_max`` calls and its factors are
-  :math:`\max(1, \lfloor \epsilon k \rfloor)` (so :math:`k \ge 2` from the
-  start for small batches). ``approx_batches`` is a number of calls: the
-  paper's :math:`|B_a| = 1280` samples is ``1280 // batch_size`` calls.
-
-  Robustness (beyond Alg. 9; nothing changes on healthy inputs):
-
-  * an approximation *fails* when the fixing direction is zero or not
-    finite, a measured loss is not finite (``value`` included), or the fit
-    has no minimum ahead (:math:`a \le 0` or :math:`b \ge 0`, or a
-    non-finite :math:`a, b`). A failed approximation makes no step; after a
-    successful fit the last step (and, SGD, learning rate) is reused for the
-    next ``n_sgd`` updates, as the reference code does; before the first one
-    the approximation starts again with a new direction on the next call;
-  * a training call with a non-finite incoming direction is left out: zero
-    update, not counted in its group nor in ``n_sgd``; a zero direction gives
-    a zero update;
-  * the step lies in :math:`(0, s_{\max}]`; the learning rate is not
-    bounded (the paper reports effective rates up to 8e4 for NSGD);
-  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
-    time makes every approximation fail without measuring and every training call a
-    zero update; ``no_step_count`` and ``no_step_reason`` say how many calls in a row
-    that should have stepped made no step, and why (see :func:`optax_ls.check_progress`);
-  * the state holds finite values only, whatever the inputs.
-
-  Reference code differences: with ``reference_curvature=True`` the fit is
-  the one of the PyTorch code, whose ``np.gradient`` estimates at 0 give half
-  the parabola's curvature and the forward-difference slope,
-  :math:`a' = a/2`, :math:`b' = b + a s_1`, so its minimum
-  :math:`-b'/(2a') = 2 s_{\min} - s_1` lies near twice the vertex (``alpha``
-  1.8 acts like 3.6), and which clips before multiplying by ``alpha``:
-  :math:`s_{\mathrm{upd}} = \alpha \min(-b'/(2a'), s_{\max})`. Not taken from
-  it: its measuring point 1.77e-4 (pass ``measure_points`` to use it), the
-  averaging of the last 25 measured rates after the first 400 updates (with
-  an extra measurement at update 401), the checks
-  :math:`10^{-3} < \|d\| < 100`, the re-measurement when the batch size
-  changes and its scaling of the approximation with :math:`k`
-  (``approx_batches * k`` calls).
-
-  Precision: in float32 the mean loss difference at :math:`s_1 = 10^{-4}`
-  carries a relative rounding error of about
-  :math:`10^{-7}|l| / (s_1 |l'|)` (per batch), so fits may differ in the
-  second or third digit between mathematically equal runs (e.g. two ways of
-  writing the same direction) where slopes are small;
-  bfloat16 parameters cannot represent such small moves at all: keep float32
-  (master) parameters or larger ``measure_points``. ``value_fn`` and
-  ``value`` must see the same randomness (e.g. the same dropout key).
+  which the next ``n_sgd`` calls reuse: ``mode="sgd"`` updates :math:`\lambda\, d_t`,
+  ``mode="nsgd"`` updates :math:`s_{\mathrm{upd}}\, d_t/\|d_t\|` (Eq. 6.6). See
+  :doc:`/methods/labpal` for the batch-size schedule, the noise adaptation, the momentum, the
+  reference-code option and the robustness rules.
 
   Args:
-    mode: ``"nsgd"`` (reuse the step along the unit direction; the
-      reference's default, better in the paper) or ``"sgd"`` (reuse the
-      learning rate).
-    approx_batches: calls whose losses estimate the full-batch loss along the
-      line (:math:`|B_a|/|B_i|`, paper 10).
-    n_sgd: updates between approximations (paper 1000).
-    alpha: update step adaptation :math:`\alpha > 0` (paper 1.8).
-    max_step_size: :math:`s_{\max} > 0` (paper 1.0).
-    measure_points: :math:`(s_1, s_2)`, :math:`0 < s_1 < s_2` (paper
-      (1e-4, 1e-2)); the third point is 0.
-    momentum: :math:`\beta \in [0, 1)` for the direction, or None (paper:
-      0 by default, 0.4 to 0.6 in its sensitivity analysis).
-    t_max: training length :math:`T` in calls, before the noise adaptation
-      (paper 150000).
-    batch_schedule: ``((fraction, k), ...)`` with increasing fractions in
-      (0, 1] of the training length and integer factors :math:`k \ge 1`:
-      from call ``floor(fraction * T) + 1`` on, a step spans :math:`k` calls.
-      None: always 1 (apart from the noise adaptation).
-    dataset_size: :math:`|D|` for the noise adaptation (with ``batch_size``).
-    batch_size: :math:`|B|`, the per-call batch size (with ``dataset_size``).
-    reference_curvature: use the reference code's fit (see above).
+    mode: ``"nsgd"`` (default: reuse the step along the unit direction; better in the paper)
+      or ``"sgd"`` (reuse the learning rate).
+    approx_batches: calls whose losses estimate the full-batch loss along the line
+      (:math:`|B_a|/|B_i|`), default 10.
+    n_sgd: updates between approximations, default 1000.
+    alpha: update step adaptation :math:`\alpha > 0`, default 1.8.
+    max_step_size: :math:`s_{\max} > 0`, the largest step, default 1.0.
+    measure_points: :math:`(s_1, s_2)`, :math:`0 < s_1 < s_2`, the measuring steps besides 0,
+      default (1e-4, 1e-2).
+    momentum: :math:`\beta \in [0, 1)` of the direction, or None (default: no momentum).
+    t_max: training length :math:`T` in calls, before the noise adaptation, default 150000.
+    batch_schedule: ``((fraction, k), ...)``: from call ``floor(fraction * T) + 1`` on, an update
+      spans :math:`k` calls; default ``((0.5, 2), (0.75, 4))``; None keeps :math:`k = 1`.
+    dataset_size: :math:`|D|` for the noise adaptation (with ``batch_size``); default None,
+      no adaptation.
+    batch_size: :math:`|B|`, the per-call batch size (with ``dataset_size``), default None.
+    reference_curvature: use the PyTorch reference code's fit, whose step lands near twice
+      the vertex; default False (the paper's formula).
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`. ``update`` takes
-    ``value_fn`` (required on every call, so that a missing one fails at
-    once rather than at the first measuring call; only measuring calls run
-    it), ``value`` (the loss at ``params``, used as :math:`l(0)`; one more
-    ``value_fn`` call per measuring call when omitted), ``grad`` (accepted
-    and unused: the slope comes from the fit) and keyword arguments for
-    ``value_fn``. Its state is a :class:`ScaleByLabpalState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByLabpalState`. Its
+    ``update`` takes ``value_fn`` (required on every call; only measuring calls run it),
+    ``value`` (the loss at ``params``, :math:`l(0)`; one more call per measuring call when
+    omitted), ``grad`` (accepted and unused) and the keyword arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -281,60 +200,47 @@ def labpal(
 ) -> optax.GradientTransformationExtraArgs:
   r"""LABPAL&SGD (``mode="sgd"``) or LABPAL&NSGD (``mode="nsgd"``), taking gradients.
 
-  The line and update directions are the negative (mean, momentum)
-  mini-batch gradients. In a measuring phase of ``approx_batches`` calls
-  (zero updates) the line :math:`u = -g/\|g\|` is fixed by the gradient
-  :math:`g` of the first call (or group of calls) and the mean loss over the
-  batches at :math:`s \in \{0, s_1, s_2\}` is fitted by a parabola
+  In a measuring phase of ``approx_batches`` calls (zero updates) the line
+  :math:`u = -g/\|g\|` is fixed by the gradient :math:`g` of the first call, and the mean loss
+  over the batches at :math:`s \in \{0, s_1, s_2\}` is fitted by a parabola
   :math:`a s^2 + b s + c`; its minimum :math:`s_{\min} = -b/(2a)` gives
 
   .. math::
     s_{\mathrm{upd}} = \min(\alpha\, s_{\min},\ s_{\max}),
     \qquad \lambda = s_{\mathrm{upd}} / \|g\|,
 
-  which the next ``n_sgd`` calls reuse: SGD updates :math:`-\lambda g_t`,
-  NSGD updates :math:`-s_{\mathrm{upd}}\, g_t/\|g_t\|` (Alg. 9, Eq. 6.6).
-  A batch-size schedule averages the gradients of :math:`k(t) \in \{1, 2,
-  4\}` calls per update (from 50% and 75% of ``t_max``), and the noise
-  adaptation (Eq. 6.8) scales it and ``t_max`` by :math:`\epsilon =
-  \frac{128}{|B|}\frac{|D|}{40000}`. ``labpal(...)`` gives the same updates
-  as ``optax.chain(optax.scale(-1), scale_by_labpal(...))`` but keeps
-  gradients in its state, so that no negated copy is written out. See
-  :func:`scale_by_labpal` for the phases, the schedule, the momentum, the
-  reference-code option and the robustness rules; the defaults are the
-  paper's.
+  which the next ``n_sgd`` calls reuse: SGD updates :math:`-\lambda g_t`, NSGD updates
+  :math:`-s_{\mathrm{upd}}\, g_t/\|g_t\|` (Alg. 9, Eq. 6.6). A batch-size schedule averages
+  the gradients of :math:`k \in \{1, 2, 4\}` calls per update. See :doc:`/methods/labpal` for
+  the phases, the schedule and the noise adaptation, the momentum, the reference-code option
+  and the robustness rules; the defaults are the paper's.
 
   Args:
-    mode: ``"nsgd"`` (default: reuse the step along the unit direction) or
-      ``"sgd"`` (reuse the learning rate).
-    approx_batches: calls whose losses estimate the full-batch loss along the
-      line (:math:`|B_a|/|B_i|`, paper 10).
-    n_sgd: updates between approximations (paper 1000).
-    alpha: update step adaptation :math:`\alpha > 0` (paper 1.8).
-    max_step_size: :math:`s_{\max} > 0`, the largest step (paper 1.0).
-    measure_points: :math:`(s_1, s_2)`, :math:`0 < s_1 < s_2`, the measuring
-      steps besides 0 (paper (1e-4, 1e-2)).
-    momentum: :math:`\beta \in [0, 1)` of the direction, or None (default:
-      no momentum).
-    t_max: training length :math:`T` in calls, before the noise adaptation
-      (paper 150000).
-    batch_schedule: ``((fraction, k), ...)``: from call ``floor(fraction *
-      T) + 1`` on an update spans :math:`k` calls (default ``((0.5, 2),
-      (0.75, 4))``, the paper's); None keeps :math:`k = 1`.
-    dataset_size: :math:`|D|` for the noise adaptation (with ``batch_size``;
-      default None: no adaptation).
-    batch_size: :math:`|B|`, the per-call batch size (with ``dataset_size``).
-    reference_curvature: use the PyTorch reference code's fit, whose step
-      lands near twice the vertex (default False: the paper's formula).
+    mode: ``"nsgd"`` (default: reuse the step along the unit direction; better in the paper)
+      or ``"sgd"`` (reuse the learning rate).
+    approx_batches: calls whose losses estimate the full-batch loss along the line
+      (:math:`|B_a|/|B_i|`), default 10.
+    n_sgd: updates between approximations, default 1000.
+    alpha: update step adaptation :math:`\alpha > 0`, default 1.8.
+    max_step_size: :math:`s_{\max} > 0`, the largest step, default 1.0.
+    measure_points: :math:`(s_1, s_2)`, :math:`0 < s_1 < s_2`, the measuring steps besides 0,
+      default (1e-4, 1e-2).
+    momentum: :math:`\beta \in [0, 1)` of the direction, or None (default: no momentum).
+    t_max: training length :math:`T` in calls, before the noise adaptation, default 150000.
+    batch_schedule: ``((fraction, k), ...)``: from call ``floor(fraction * T) + 1`` on, an update
+      spans :math:`k` calls; default ``((0.5, 2), (0.75, 4))``; None keeps :math:`k = 1`.
+    dataset_size: :math:`|D|` for the noise adaptation (with ``batch_size``); default None,
+      no adaptation.
+    batch_size: :math:`|B|`, the per-call batch size (with ``dataset_size``), default None.
+    reference_curvature: use the PyTorch reference code's fit, whose step lands near twice
+      the vertex; default False (the paper's formula).
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByLabpalState`, taking the gradients as ``updates``. Its
-    ``update`` takes ``value_fn`` (required on every call; only measuring
-    calls run it: ``value_fn(params, **kwargs)`` returns the mini-batch loss),
-    ``value`` (the loss at ``params``, used as :math:`l(0)`; one more
-    ``value_fn`` call per measuring call when omitted), ``grad`` (accepted
-    and unused) and keyword arguments for ``value_fn``.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByLabpalState`,
+    taking the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required on every
+    call; only measuring calls run it), ``value`` (the loss at ``params``, :math:`l(0)`; one
+    more call per measuring call when omitted), ``grad`` (accepted and unused) and the keyword
+    arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

@@ -74,122 +74,43 @@ def scale_by_metric_sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by an Armijo line search on a metric.
 
-  The incoming ``updates`` are a search direction :math:`d` (``-g`` for SGD)
-  and :math:`m` is the metric on the current mini-batch, passed to ``update``
-  as ``metric_fn`` (it defaults to ``value_fn`` when minimising). Once per
-  update the metric is evaluated at :math:`w` and at :math:`w + \epsilon d`,
-  which gives the finite-difference slope (Eq. 26-27 of the paper)
-
-  .. math::
-    s = \frac{m(w + \epsilon d) - m(w)}{\epsilon},
-
-  then, after the SLS reset of the step size (``reset_option``, as in
-  :func:`scale_by_sls`), the search backtracks,
-  :math:`\eta \leftarrow \beta_b \eta` (``decrease_factor``), until the Armijo
-  condition of the metric (Eq. 29, Alg. 4) holds:
+  The incoming ``updates`` are a search direction :math:`d` (``-g`` for SGD) and :math:`m` is
+  the metric on the current mini-batch (``metric_fn``; ``value_fn`` when minimising without
+  it). The slope is a finite difference, computed once per update (Eq. 26-27),
+  :math:`s = (m(w + \epsilon d) - m(w)) / \epsilon`; after the SLS reset of the step size the
+  search backtracks, :math:`\eta \leftarrow \beta_b \eta`, until (Eq. 29, Alg. 4)
 
   .. math::
     \text{minimise: } m(w + \eta d) \le m(w) + c\,\eta\,s, \qquad
-    \text{maximise: } m(w + \eta d) \ge m(w) + c\,\eta\,s.
+    \text{maximise: } m(w + \eta d) \ge m(w) + c\,\eta\,s,
 
-  The update is :math:`\eta d`. The metric needs no gradient, so it may be a
-  hard accuracy (a-SLS), a smooth accuracy (sa-SLS, :func:`smooth_accuracy`)
-  or the loss itself (l-SLS, where :math:`s \approx -\|g\|^2` when
-  :math:`d = -g`). The paper computes :math:`m(w)` and
-  :math:`m(w + \epsilon d)` anew at every trial; here they are computed once
-  per update (the same values).
-
-  A slope that shows no improvement is used as it is (Alg. 4 has no special
-  case), and this is where the collapses of the step size that the paper
-  reports come from:
-
-  * a hard accuracy is piecewise constant, so mostly :math:`s = 0` (no example
-    changes within :math:`\epsilon`) and the condition reduces to "the
-    accuracy does not drop"; near the decision boundaries only short steps
-    meet it, so the step size shrinks from step to step (a-SLS, Sec. 6.1);
-  * when an example flips within :math:`\epsilon`, :math:`|s| = 1/(b\,\epsilon)`
-    (batch size :math:`b`) is huge, and the piecewise-constant accuracy meets
-    the condition only for :math:`\eta` of order :math:`\epsilon / c` (the
-    paper's explanation);
-  * when the metric gets worse along :math:`d` (:math:`s` of the wrong sign,
-    or rounded to 0 while the metric in fact decreases, as a smooth accuracy
-    can along the gradient of the cross-entropy), no short step of the linear
-    regime meets the condition, and the search goes on until the trial's
-    metric rounds back to :math:`m(w)`: :math:`\eta` falls to about 1e-6 in
-    float32 (the occasional sa-SLS collapse).
-
-  The reset grows the step size again by only ``gamma`` per epoch.
-  ``min_step_size`` bounds the collapse from below; it does not prevent it.
-  ``require_improvement=True`` (not in the paper) makes no step and keeps the
-  step size when :math:`s` shows no improvement (:math:`s \ge 0` when
-  minimising, :math:`s \le 0` when maximising), as SLS does for a direction
-  that is not a descent direction: it removes the third case for a smooth
-  metric, but a hard accuracy, whose slope is mostly 0, then hardly ever
-  steps. (The reference code sets a slope below :math:`10^{-3}` to 0; that
-  quirk is not offered.)
-
-  In float32 a metric of order 1 is resolved to about 6e-8, so :math:`s` is
-  quantised in steps of about :math:`6 \cdot 10^{-8} / \epsilon = 6 \cdot
-  10^{-4}`: for l-SLS, :math:`s` matches :math:`-\|g\|^2` to within a few
-  times :math:`10^{-7} m(w) / (\epsilon \|g\|^2)` relative, plus the
-  truncation error :math:`\epsilon\, g^\top H g / (2 \|g\|^2)` (the seed
-  reports differences below 1e-3 in the gradient norm).
-
-  The search runs in one :func:`jax.lax.while_loop` inside the update; the
-  metric is a closure traced there, so the whole update works under
-  :func:`jax.jit`.
-
-  Robustness, beyond the paper (none of it changes a healthy search):
-
-  * step sizes stay in ``[min_step_size, max_step_size]``;
-  * a search that ends without an acceptable step (``max_backtracking_steps``
-    trials, or a step below ``min_step_size``) makes no step and reports
-    ``exhausted``; the next search resumes from where it stopped (the paper
-    repeats until acceptance; the reference code applies a step anyway);
-  * a non-finite trial metric counts as a failed trial and never reaches the
-    weights; a non-finite metric at :math:`w` or at :math:`w + \epsilon d`, or
-    a non-finite direction or ``value`` (the loss, when given, even if the
-    metric is another function: the gradient is then suspect), gives a zero
-    update, runs no trial and keeps the step size, and so do a zero
-    direction and an injected hyperparameter (``optax.inject_hyperparams``) out of its
-    range at run time;
-  * ``no_step_count`` and ``no_step_reason`` say how many updates in a row made no step
-    and why (see :func:`optax_ls.check_progress`).
-
-  The finite difference is taken in the parameters' dtype: with bfloat16
-  parameters :math:`w + \epsilon d` mostly rounds back to :math:`w` and the
-  slope is mostly 0.
+  and the update is :math:`\eta d`. See :doc:`/methods/metric_sls` for why the step size can
+  collapse, the resolution of the slope, the differences from the reference code and the
+  robustness rules.
 
   Args:
     maximize: whether the metric is maximised (accuracy) or minimised (loss).
-    init_step_size: first step size (``eta_max`` in the paper).
-    c: sufficient improvement constant, in (0, 1).
-    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1).
-    gamma: growth factor per epoch of ``reset_option=1``, at least 1.
+    init_step_size: the first step size (the paper's :math:`\eta_{\max}`), default 1.
+    c: sufficient improvement constant, in (0, 1), default 0.1.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
     n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch) or 2 (restart
-      from ``init_step_size``).
-    max_backtracking_steps: the largest number of trials per update.
-    eps: the finite-difference step :math:`\epsilon`, positive.
-    min_step_size: the smallest step size tried.
-    max_step_size: the largest step size.
-    require_improvement: make no step when the finite-difference slope shows
-      no improvement (off in the paper; see above).
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``), as in :func:`sls`.
+    max_backtracking_steps: the largest number of trials per update, default 100.
+    eps: the finite-difference step :math:`\epsilon`, positive, default 1e-4.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    require_improvement: make no step (and keep the step size) when the slope shows no
+      improvement, default False (ours; off in the paper).
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
-    keyword arguments ``value_fn`` (required, the mini-batch loss
-    ``value_fn(params, **kwargs)``, for a uniform call with the other methods;
-    it is the metric when minimising without ``metric_fn`` and is not called
-    otherwise), ``metric_fn`` (``metric_fn(params, **kwargs) -> scalar``, the
-    metric on the current mini-batch; required when maximising), ``value``
-    (the loss at ``params``: the metric's value there when the metric is
-    ``value_fn``), ``metric_value`` (the metric at ``params`` if already known,
-    e.g. from the logits of the training forward pass; saves one evaluation),
-    ``grad`` (accepted for a uniform call and not used: the slope is the finite
-    difference) and any keyword arguments of the metric, which are passed on to
-    ``metric_fn`` and ``value_fn`` as to ``value_fn`` in :func:`scale_by_sls`.
-    Its state is a :class:`ScaleByMetricSlsState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByMetricSlsState`.
+    Its ``update`` takes ``value_fn`` (required; the metric when minimising without
+    ``metric_fn``, not called otherwise), ``metric_fn`` (the scalar metric
+    ``metric_fn(params, **kwargs)``; required when maximising), ``value`` (the loss at
+    ``params``), ``metric_value`` (the metric at ``params``, if known), ``grad`` (accepted and
+    unused) and the keyword arguments of the metric.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -234,51 +155,40 @@ def l_sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""l-SLS: SGD with an Armijo line search on the loss, finite-difference slope.
 
-  SLS (:func:`sls`) with the slope :math:`-\|g\|^2` replaced by the finite
-  difference :math:`(m(w - \epsilon g) - m(w)) / \epsilon` (Eq. 26), the paper's
-  check that a line search without a gradient of its metric works: the step
-  :math:`\eta` is accepted when
+  SLS (:func:`sls`) with the slope :math:`-\|g\|^2` replaced by the finite difference of the
+  metric :math:`m` (``metric_fn`` if given, else the loss ``value_fn``) along :math:`-g`
+  (Eq. 26): the step :math:`\eta` is accepted when
 
   .. math::
     m(w - \eta g) \le m(w) + c\,\eta\,\frac{m(w - \epsilon g) - m(w)}{\epsilon}.
 
-  The metric is ``metric_fn`` if given, else ``value_fn`` (the loss; then
-  ``value`` is its value at ``params``), so a plain SLS call works unchanged.
-  Takes gradients; one ``value_fn`` call more per step than :func:`sls` (the
-  finite-difference point). See :func:`scale_by_metric_sls` for the arguments,
-  the keyword arguments of ``update`` and the robustness guarantees; the
-  defaults are those of SLS, which the paper keeps.
+  It takes gradients and makes one ``value_fn`` call more per step than :func:`sls`; the
+  defaults are SLS's, which the paper keeps. See :doc:`/methods/metric_sls` for the resolution
+  of the slope, the differences from the reference code and the robustness rules.
 
   Args:
-    init_step_size: first step size (``eta_max`` in the paper), default 1.
-    c: sufficient improvement constant, in (0, 1) (default 0.1).
-    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1) (default 0.9).
-    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
-    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
-      (the default), unused otherwise.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
-      (restart from ``init_step_size``), as in :func:`scale_by_sls`.
-    max_backtracking_steps: the largest number of trials per update (100).
-    eps: the finite-difference step :math:`\epsilon` of the slope, positive
-      (default 1e-4, the paper's).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
-    require_improvement: make no step (and keep the step size) when the
-      finite-difference slope shows no decrease (default False, as in the
-      paper; see :func:`scale_by_metric_sls`).
+    init_step_size: the first step size (the paper's :math:`\eta_{\max}`), default 1.
+    c: sufficient improvement constant, in (0, 1), default 0.1.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1`` (the
+      default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``), as in :func:`sls`.
+    max_backtracking_steps: the largest number of trials per update, default 100.
+    eps: the finite-difference step :math:`\epsilon` of the slope, positive, default 1e-4.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    require_improvement: make no step (and keep the step size) when the slope shows no
+      decrease, default False, as in the paper.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByMetricSlsState`, taking the gradients as ``updates``. Its
-    ``update`` takes the keyword arguments ``value_fn`` (required:
-    ``value_fn(params, **kwargs)`` returns the mini-batch loss, which is the
-    metric unless ``metric_fn`` is given), ``metric_fn`` (optional: another
-    metric to minimise, ``metric_fn(params, **kwargs) -> scalar``), ``value``
-    (the loss at ``params``, i.e. :math:`m(w)` when the metric is the loss;
-    one more call when omitted), ``metric_value`` (the metric at ``params``,
-    if known), ``grad`` (accepted and unused: the slope is the finite
-    difference) and any keyword arguments of the metric, which are passed on
-    to it.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByMetricSlsState`,
+    taking the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required; the
+    metric unless ``metric_fn`` is given), ``metric_fn`` (optional, another metric to
+    minimise), ``value`` (the loss at ``params``; one more call when omitted),
+    ``metric_value`` (the metric at ``params``, if known), ``grad`` (accepted and unused) and
+    the keyword arguments of the metric.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -329,49 +239,35 @@ def a_sls(
   .. math::
     a(w - \eta g) \ge a(w) + c\,\eta\,\frac{a(w - \epsilon g) - a(w)}{\epsilon},
 
-  with :math:`a` the accuracy on the mini-batch, passed as ``metric_fn``
-  (e.g. with :func:`accuracy`). The paper found that this does not train: the
-  accuracy is piecewise constant, so only short steps meet the condition
-  (mostly :math:`s = 0`: steps that lose no example of the batch; and when an
-  example flips within :math:`\epsilon`, steps of order :math:`\epsilon / c`),
-  the step size collapses towards zero and training stalls (Sec. 6.1,
-  Fig. 15; see :func:`scale_by_metric_sls`). This implementation reproduces
-  that (``tests/test_metric_sls.py``: from 1 to below 1e-2 in 300 steps on a
-  toy classification problem, where the steps of sa-SLS stay near 1). Use
-  :func:`sa_sls` to train. The arguments, the keyword arguments of
-  ``update`` (``metric_fn`` is required) and the robustness guarantees are
-  those of :func:`scale_by_metric_sls`.
+  with :math:`a` the accuracy on the mini-batch, passed as ``metric_fn`` (e.g. with
+  :func:`accuracy`). As the paper found, it does not train: the accuracy is piecewise
+  constant, so only short steps meet the condition and the step size collapses (Sec. 6.1);
+  use :func:`sa_sls` to train. See :doc:`/methods/metric_sls` for the collapse and the
+  robustness rules.
 
   Args:
-    init_step_size: first step size (``eta_max`` in the paper), default 1.
-    c: sufficient improvement constant, in (0, 1) (default 0.1).
-    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1) (default 0.9).
-    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
-    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
-      (the default), unused otherwise.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
-      (restart from ``init_step_size``), as in :func:`scale_by_sls`.
-    max_backtracking_steps: the largest number of trials per update (100).
-    eps: the finite-difference step :math:`\epsilon` of the slope, positive
-      (default 1e-4, the paper's).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
-    require_improvement: make no step (and keep the step size) when the
-      finite-difference slope shows no improvement (default False, as in the
-      paper; see :func:`scale_by_metric_sls`).
+    init_step_size: the first step size (the paper's :math:`\eta_{\max}`), default 1.
+    c: sufficient improvement constant, in (0, 1), default 0.1.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1`` (the
+      default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``), as in :func:`sls`.
+    max_backtracking_steps: the largest number of trials per update, default 100.
+    eps: the finite-difference step :math:`\epsilon` of the slope, positive, default 1e-4.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    require_improvement: make no step (and keep the step size) when the slope shows no
+      improvement, default False, as in the paper.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByMetricSlsState`, taking the gradients as ``updates``. Its
-    ``update`` takes the keyword arguments ``metric_fn`` (required:
-    ``metric_fn(params, **kwargs) -> scalar``, the accuracy on the current
-    mini-batch, e.g. with :func:`accuracy`), ``value_fn`` (required for a uniform
-    call with the other methods; not called), ``value`` (optional: the loss at
-    ``params``; a non-finite one skips the step), ``metric_value`` (the metric
-    at ``params``, if known, e.g. from the training forward pass; saves one
-    evaluation), ``grad`` (accepted and unused: the slope is the finite
-    difference) and any keyword arguments of the metric, which are passed on
-    to it.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByMetricSlsState`,
+    taking the gradients as ``updates``. Its ``update`` takes ``metric_fn`` (required, the
+    accuracy on the mini-batch), ``value_fn`` (required for a uniform call; not called),
+    ``value`` (optional: the loss; a non-finite one skips the step), ``metric_value`` (the
+    metric at ``params``, if known), ``grad`` (accepted and unused) and the keyword arguments
+    of the metric.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -412,52 +308,39 @@ def sa_sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""sa-SLS: SGD whose step size maximises a smooth accuracy by an Armijo line search.
 
-  :func:`a_sls` on the smooth accuracy of :func:`smooth_accuracy` (Eq. 30),
-  passed as ``metric_fn``: the step :math:`\eta` along :math:`-g` is accepted
-  when
+  :func:`a_sls` on the smooth accuracy :math:`sa` of :func:`smooth_accuracy` (Eq. 30), passed
+  as ``metric_fn``: the step :math:`\eta` along :math:`-g` is accepted when
 
   .. math::
     sa(w - \eta g) \ge sa(w) + c\,\eta\,\frac{sa(w - \epsilon g) - sa(w)}{\epsilon}.
 
-  The paper's defaults are SLS's (:math:`c = 0.1`, :math:`\beta_b = 0.9`, the
-  step size doubled per epoch, :math:`\epsilon = 10^{-4}`) with the smooth
-  accuracy's scale 1. Each step makes two metric evaluations besides the
-  trials (at :math:`w`, unless ``metric_value`` is given, and at
-  :math:`w - \epsilon g`), against none for SLS, which uses ``value``. The
-  paper reports occasional collapses of the step size (3 of 40 runs). The
-  arguments, the keyword arguments of ``update`` (``metric_fn`` is required)
-  and the robustness guarantees are those of :func:`scale_by_metric_sls`.
+  The paper's defaults are SLS's with :math:`\epsilon = 10^{-4}`; it reports occasional
+  collapses of the step size (3 of 40 runs). See :doc:`/methods/metric_sls` for their cause,
+  the cost per step and the robustness rules.
 
   Args:
-    init_step_size: first step size (``eta_max`` in the paper), default 1.
-    c: sufficient improvement constant, in (0, 1) (default 0.1).
-    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1) (default 0.9).
-    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
-    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
-      (the default), unused otherwise.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
-      (restart from ``init_step_size``), as in :func:`scale_by_sls`.
-    max_backtracking_steps: the largest number of trials per update (100).
-    eps: the finite-difference step :math:`\epsilon` of the slope, positive
-      (default 1e-4, the paper's).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
-    require_improvement: make no step (and keep the step size) when the
-      finite-difference slope shows no improvement (default False, as in the
-      paper; see :func:`scale_by_metric_sls`).
+    init_step_size: the first step size (the paper's :math:`\eta_{\max}`), default 1.
+    c: sufficient improvement constant, in (0, 1), default 0.1.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1`` (the
+      default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``), as in :func:`sls`.
+    max_backtracking_steps: the largest number of trials per update, default 100.
+    eps: the finite-difference step :math:`\epsilon` of the slope, positive, default 1e-4.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    require_improvement: make no step (and keep the step size) when the slope shows no
+      improvement, default False, as in the paper.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByMetricSlsState`, taking the gradients as ``updates``. Its
-    ``update`` takes the keyword arguments ``metric_fn`` (required:
-    ``metric_fn(params, **kwargs) -> scalar``, the smooth accuracy on the current
-    mini-batch, e.g. with :func:`smooth_accuracy`), ``value_fn`` (required for a uniform
-    call with the other methods; not called), ``value`` (optional: the loss at
-    ``params``; a non-finite one skips the step), ``metric_value`` (the metric
-    at ``params``, if known, e.g. from the training forward pass; saves one
-    evaluation), ``grad`` (accepted and unused: the slope is the finite
-    difference) and any keyword arguments of the metric, which are passed on
-    to it.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByMetricSlsState`,
+    taking the gradients as ``updates``. Its ``update`` takes ``metric_fn`` (required, the
+    smooth accuracy on the mini-batch), ``value_fn`` (required for a uniform call; not
+    called), ``value`` (optional: the loss; a non-finite one skips the step),
+    ``metric_value`` (the metric at ``params``, if known), ``grad`` (accepted and unused) and
+    the keyword arguments of the metric.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -509,7 +392,7 @@ def smooth_accuracy(logits: jax.Array, labels: jax.Array, scale: float = 1.0) ->
     logits: ``[..., num_classes]`` unnormalised scores, ``num_classes >= 2``.
     labels: ``[...]`` integer class labels, or ``[..., num_classes]`` one-hot
       labels (their argmax is taken).
-    scale: the slope :math:`s` of the sigmoid.
+    scale: the slope :math:`s` of the sigmoid, default 1 (the paper's).
 
   Returns:
     The mean over all leading axes, a scalar (float32, or float64 for float64

@@ -54,57 +54,36 @@ def scale_by_pal(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by the parabolic approximation line search (PAL).
 
-  The incoming ``updates`` are a descent direction :math:`v_t` (``-g_t`` for
-  SGD). PAL follows the adapted direction
-  :math:`d_t = v_t + \beta d_{t-1}` (``direction_adaptation``; :math:`d_0 =
-  v_0`) and fits a parabola :math:`\hat l(s) = a s^2 + b s + l_0` to the
-  mini-batch loss along the unit direction :math:`u = d_t / \|d_t\|` from
-  :math:`l_0 = f_B(w)`, the slope :math:`b = \langle g_t, u\rangle` and one
-  more loss :math:`l_\mu = f_B(w + \mu u)` at the measuring step :math:`\mu`:
+  The incoming ``updates`` are a descent direction :math:`v_t` (``-g_t`` for SGD). PAL follows
+  :math:`d_t = v_t + \beta d_{t-1}`, :math:`u = d_t / \|d_t\|`, and fits a parabola to the
+  mini-batch loss along :math:`u` from :math:`l_0 = f_B(w)`, the slope
+  :math:`b = \langle g_t, u\rangle` and :math:`l_\mu = f_B(w + \mu u)`:
 
   .. math::
     a = \frac{l_\mu - l_0 - b\mu}{\mu^2}, \qquad
     s = \begin{cases}
-      -\alpha\, b / (2a) & a > 0,\ b < 0 \quad\text{(the parabola's minimum)}\\
-      \mu & a \le 0,\ b < 0 \quad\text{(no minimum: the measured point is lower)}\\
-      0 & \text{otherwise (no descent along } u\text{)}
+      -\alpha\, b / (2a) & a > 0,\ b < 0\\
+      \mu & a \le 0,\ b < 0\\
+      0 & \text{otherwise},
     \end{cases}
 
-  then :math:`s \leftarrow \min(s, s_{\max})` and the update is :math:`s\,u`
-  (``alpha`` = ``update_step_adaptation``). One evaluation of ``value_fn`` per
-  update when ``value`` is passed: with the forward-backward pass of the
-  gradient, two forward passes and one backward pass per step, as in the paper.
-
-  ``value_fn`` must see the same randomness as the pass that computed
-  ``value`` and ``grad`` (the same dropout key: pass it as a keyword argument
-  of ``update``, which routes it to ``value_fn``), so that the line is
-  continuous (Sec. 4.4.1).
-
-  Robustness, beyond Alg. 8 (none of it changes a step on healthy inputs): a
-  non-finite :math:`l_0`, :math:`l_\mu`, :math:`a` or :math:`b`, or a zero
-  direction gives a zero update (the weights never move to the measuring
-  point, so nothing needs to be undone), and the direction buffer only takes
-  finite directions. An injected hyperparameter (``optax.inject_hyperparams``) out of
-  its range at run time gives a zero update and keeps the direction buffer.
-  ``no_step_count`` and ``no_step_reason`` say how many updates in a row made no step
-  and why (see :func:`optax_ls.check_progress`).
+  and the update is :math:`\min(s, s_{\max})\, u`. See :doc:`/methods/pal` for the randomness
+  ``value_fn`` must share with the gradient and the robustness rules.
 
   Args:
-    measuring_step: :math:`\mu > 0`, the distance of the second measurement
-      along the unit direction (paper: 0.1; alternative 0.01).
-    update_step_adaptation: :math:`\alpha > 0`, the factor on the parabola's
-      minimum (paper: 1.0; alternative 1.6).
-    direction_adaptation: :math:`\beta \in [0, 1]` (paper: 0.4; alternative 0).
-    max_step: :math:`s_{\max} > 0`, the largest step along the unit direction
-      (paper: :math:`10^{0.5} \approx 3.16`).
+    measuring_step: :math:`\mu > 0`, the distance of the second measurement along the unit
+      direction, default 0.1 (the paper's; alternative 0.01).
+    update_step_adaptation: :math:`\alpha > 0`, the factor on the parabola's minimum,
+      default 1.0 (alternative 1.6).
+    direction_adaptation: :math:`\beta \in [0, 1]`, default 0.4 (alternative 0).
+    max_step: :math:`s_{\max} > 0`, the largest step along the unit direction, default
+      :math:`10^{0.5} \approx 3.16`.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes
-    ``value_fn`` (required: ``value_fn(params, **kwargs)`` returns the
-    mini-batch loss), ``value`` (the loss at ``params``; one more call of
-    ``value_fn`` when omitted), ``grad`` (the gradient for the slope
-    :math:`b`; defaults to ``-updates``) and keyword arguments for
-    ``value_fn``. Its state is a :class:`ScaleByPalState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByPalState`. Its
+    ``update`` takes ``value_fn`` (required; ``value_fn(params, **kwargs)`` is the mini-batch
+    loss), ``value`` (the loss at ``params``; one more call when omitted), ``grad`` (for the
+    slope :math:`b`; defaults to ``-updates``) and the keyword arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -136,12 +115,10 @@ def pal(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the parabolic approximation line search (PAL), taking gradients.
 
-  The line direction is :math:`d_t = -g_t + \beta d_{t-1}` (Eq. 4.3;
-  :math:`d_0 = -g_0`), :math:`u = d_t / \|d_t\|`. PAL fits a parabola
-  :math:`\hat l(s) = a s^2 + b s + l_0` to the mini-batch loss along
-  :math:`u` from :math:`l_0 = f_B(w)`, the slope :math:`b = \langle g_t,
-  u\rangle` and one more loss :math:`l_\mu = f_B(w + \mu u)` on the same
-  batch,
+  The line direction is :math:`d_t = -g_t + \beta d_{t-1}` (Eq. 4.3), :math:`u = d_t /
+  \|d_t\|`. PAL fits a parabola to the mini-batch loss along :math:`u` from
+  :math:`l_0 = f_B(w)`, the slope :math:`b = \langle g_t, u\rangle` and one more loss
+  :math:`l_\mu = f_B(w + \mu u)` on the same batch,
 
   .. math::
     a = \frac{l_\mu - l_0 - b\mu}{\mu^2}, \qquad
@@ -151,33 +128,26 @@ def pal(
       0 & \text{otherwise},
     \end{cases}
 
-  and updates by :math:`\min(s, s_{\max})\, u` (Alg. 8): two forward passes
-  and one backward pass per step. ``pal(...)`` gives the same updates as
-  ``optax.chain(optax.scale(-1), scale_by_pal(...))`` but works on the
-  incoming gradient and stores ``-d``, so that no negated copy of the
-  gradient is written out. See :func:`scale_by_pal` for the cases, the
-  randomness ``value_fn`` must share with the gradient and the robustness
-  rules; the defaults are the paper's.
+  and updates by :math:`\min(s, s_{\max})\, u` (Alg. 8): two forward passes and one backward
+  pass per step. See :doc:`/methods/pal` for the cases, the randomness ``value_fn`` must share
+  with the gradient and the robustness rules; the defaults are the paper's.
 
   Args:
-    measuring_step: :math:`\mu > 0`, the distance of the second measurement
-      along the unit direction (paper: 0.1; alternative 0.01).
-    update_step_adaptation: :math:`\alpha > 0`, the factor on the parabola's
-      minimum (paper: 1.0; alternative 1.6).
-    direction_adaptation: :math:`\beta \in [0, 1]`, the weight of the
-      previous direction (paper: 0.4; alternative 0, plain SGD directions).
-    max_step: :math:`s_{\max} > 0`, the largest step along the unit direction
-      (paper: :math:`10^{0.5} \approx 3.16`).
+    measuring_step: :math:`\mu > 0`, the distance of the second measurement along the unit
+      direction, default 0.1 (alternative 0.01).
+    update_step_adaptation: :math:`\alpha > 0`, the factor on the parabola's minimum,
+      default 1.0 (alternative 1.6).
+    direction_adaptation: :math:`\beta \in [0, 1]`, the weight of the previous direction,
+      default 0.4 (alternative 0, plain SGD directions).
+    max_step: :math:`s_{\max} > 0`, the largest step along the unit direction, default
+      :math:`10^{0.5} \approx 3.16`.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByPalState`, taking the gradients as ``updates``. Its
-    ``update`` takes ``value_fn`` (required: ``value_fn(params, **kwargs)``
-    returns the mini-batch loss), ``value`` (the loss at ``params``; one more
-    call of ``value_fn`` when omitted), ``grad`` (the gradient for the slope
-    :math:`b`, when ``updates`` were transformed before; defaults to
-    ``updates``) and keyword arguments for ``value_fn`` (e.g. the dropout key
-    of the gradient's pass).
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByPalState`, taking
+    the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required), ``value`` (one
+    more ``value_fn`` call when omitted), ``grad`` (for the slope :math:`b`, when ``updates``
+    were transformed before; defaults to ``updates``) and the keyword arguments of
+    ``value_fn`` (e.g. the dropout key of the gradient's pass).
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

@@ -123,112 +123,39 @@ def scale_by_pls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by the probabilistic line search (PLS).
 
-  PLS (Alg. 5 of the thesis; Mahsereci and Hennig) searches along
-  :math:`w(t) = w_0 + t\,\alpha_0\, d` with one evaluation per ``update``
-  call, each on the call's own mini-batch. It models the full-batch loss along
-  the line by a Gaussian process: the once-integrated Wiener process prior
+  PLS (Alg. 5) searches along :math:`w(t) = w_0 + t\,\alpha_0\, d` (:math:`d` the incoming
+  direction; ``-g`` for SGD) with one evaluation per ``update`` call, each on the call's own
+  mini-batch. A Gaussian process with the integrated Wiener kernel over values and slopes
+  models the full-batch loss along the line (Eq. 2.28-2.35); a point is accepted when its
+  probability of meeting the Wolfe conditions,
 
   .. math::
-    k(t, t') = \tfrac13 \min(\tilde t, \tilde t')^3
-      + \tfrac12 |t - t'| \min(\tilde t, \tilde t')^2,
-    \qquad \tilde t = t + \tau,\ \tau = 10,
+    p^W(t) = p\bigl(f(0) - f(t) + c_1 t f'(0) > 0,\ f'(t) - c_2 f'(0) > 0\bigr),
 
-  jointly over values and slopes (Eq. 2.28-2.33), conditioned on the noisy
-  observations :math:`y_i = f_{B_i}(t_i)` and :math:`y'_i = \langle g_{B_i},
-  d\rangle` with noise variances :math:`\sigma_f^2, \sigma_{f'}^2`
-  (Eq. 2.34-2.35; the posterior mean is a cubic spline). Values and slopes are
-  scaled by :math:`\beta = |y'_0|` (Sec. 3.4 of the paper):
-  :math:`(y - y_0)/(\alpha_0\beta)` and :math:`y'/\beta`, so the prior
-  scale :math:`m` is 1.
-
-  After each observation:
-
-  * the Wolfe probability :math:`p^W(t) = p(a_t > 0, b_t > 0)` of
-    :math:`a_t = f(0) - f(t) + c_1 t f'(0)` and :math:`b_t = f'(t) - c_2
-    f'(0)` under the posterior (Eq. 2.37-2.38; a bivariate normal orthant,
-    Genz's method) is computed at every observed :math:`t > 0`. If it exceeds
-    ``wolfe_threshold`` :math:`c_W` at the current point, that point is
-    accepted and the same call starts the next search there; if it does so at
-    an earlier point (the highest), the call moves back there and the next call
-    starts the next search;
-  * otherwise the next trial maximises expected improvement times Wolfe
-    probability, :math:`u_{EI}(t)\, p^W(t)` (Eq. 2.36), over the minimisers
-    of the posterior mean between neighbouring observations and the
-    extrapolation point :math:`t_{\max} + e` (:math:`e = 1`, doubled after
-    each extrapolation), and the call moves by :math:`(t_{next} - t)\,
-    \alpha_0 d`;
-  * after ``budget`` trials the search ends at the observed point of lowest
-    posterior mean (:math:`t = 0` included); the call moves there.
-
-  A search starts at the current weights with the incoming direction ``d``,
-  observes :math:`(0, 0, -1)` (scaled) and moves to :math:`t = 1`. The next
-  search's :math:`\alpha_0` is ``reset_factor`` times the accepted step
-  :math:`t\alpha_0`; a running average of these (weight 0.05) replaces it when
-  it is more than 100 times larger or smaller than the average (the authors'
-  code), and it is clipped to ``[min_step_size, max_step_size]``.
-
-  *Noise*: :math:`\sigma_f^2` and :math:`\sigma_{f'}^2` are estimated at the
-  start of each search (Alg. 5), from one of (in this order):
-
-  * ``per_example_loss_fn(params, **kwargs) -> [batch]`` (preferred): the
-    per-example losses and, by one forward-mode
-    ``jax.jvp(per_example_loss_fn, (params,), (d,))``, their exact
-    derivatives along ``d``; the variances of the batch means are the sample
-    variances over the batch divided by its size. Cost: one forward pass with
-    its tangent (about 2-3 forward passes) on the calls that start a search,
-    nothing on the others. Works under ``jax.jit`` and with sharded batches.
-    (The paper uses per-example gradient squares, :math:`\sigma_{f'}^2
-    \approx \sum_j d_j^2 \mathrm{var}(g_j)/|B|`, a diagonal approximation
-    that needs per-example gradients; the jvp gives the exact variance of the
-    slope for less.)
-  * ``value_variance`` (a scalar) and ``grad_variance`` (a tree like the
-    parameters: the per-coordinate variance of the batch-mean gradient): the
-    paper's form, :math:`\sigma_{f'}^2 = \sum_j d_j^2\,` ``grad_variance``.
-  * neither: the observations are treated as exact (a deterministic Wolfe
-    line search on the spline), apart from the floor below.
-
-  Robustness (beyond Alg. 5; nothing changes on healthy inputs):
-
-  * scaled noise standard deviations are floored at 0.01, so the float32
-    Gram matrix stays positive definite for close positions;
-  * at most ``max_extrapolations`` extrapolations per search (the reference
-    TensorFlow code's ``max_expl = 6``): positions stay below 64, where the
-    float32 posterior keeps its accuracy; without a candidate the search ends
-    as if its budget were used;
-  * a trial with a non-finite value or slope is not observed: the next trial
-    lies halfway back to the nearest observation below it (it counts against
-    the budget);
-  * a search starts only with a finite value, slope and variances and a
-    descent direction (:math:`\langle g, d\rangle < 0`); otherwise the call
-    makes a zero update and the next call tries again (a zero or non-finite
-    gradient gives a zero update);
-  * trial steps lie in :math:`[0, \text{max\_step\_size}]`;
-  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
-    time starts no search (a zero update); ``no_step_count`` and ``no_step_reason`` say
-    how many calls in a row made no step and why (see :func:`optax_ls.check_progress`).
+  exceeds ``wolfe_threshold`` (Eq. 2.37-2.38); otherwise the next trial maximises expected
+  improvement times :math:`p^W` (Eq. 2.36), for at most ``budget`` trials. See
+  :doc:`/methods/pls` for the kernel, the noise estimates, the step-size reset and the
+  robustness rules.
 
   Args:
-    init_step_size: :math:`\alpha_0` of the first search (the first trial
-      is :math:`w_0 + \alpha_0 d`).
-    c1: sufficient-decrease constant (paper 0.05).
-    c2: curvature constant (paper 0.8), ``c1 < c2 < 1``.
-    wolfe_threshold: :math:`c_W` (paper 0.3).
-    budget: trials per search (paper 10); a static Python int (it fixes
-      the state's array sizes: with ``optax.inject_hyperparams`` list it in
-      ``static_args``).
-    reset_factor: the next :math:`\alpha_0` over the accepted step (1.3).
-    max_extrapolations: extrapolations per search (6).
-    min_step_size: lower bound of :math:`\alpha_0`.
-    max_step_size: upper bound of :math:`\alpha_0` and of every trial step.
+    init_step_size: :math:`\alpha_0` of the first search (the first trial is
+      :math:`w_0 + \alpha_0 d`), default 0.01.
+    c1: sufficient-decrease constant, default 0.05 (the paper's).
+    c2: curvature constant, ``c1 < c2 < 1``, default 0.8.
+    wolfe_threshold: :math:`c_W`, the Wolfe probability that accepts a point, default 0.3.
+    budget: trials per search, default 10; a static Python int (it fixes the state's array
+      sizes: with ``optax.inject_hyperparams`` list it in ``static_args``).
+    reset_factor: the next :math:`\alpha_0` over the accepted step, default 1.3.
+    max_extrapolations: extrapolations per search, default 6 (the reference code's).
+    min_step_size: lower bound of :math:`\alpha_0`, default 1e-8.
+    max_step_size: upper bound of :math:`\alpha_0` and of every trial step, default 1e3.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`. ``update`` takes
-    ``value`` (the loss at ``params``) and ``grad`` (its gradient; the
-    incoming updates are the direction ``d``), or ``value_fn`` to compute
-    them (one more forward-backward); ``per_example_loss_fn`` or
-    ``value_variance``/``grad_variance`` (see *Noise*); other keyword
-    arguments are routed to ``value_fn`` and ``per_example_loss_fn`` by
-    their signatures. Its state is a :class:`ScaleByPlsState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByPlsState`. Its
+    ``update`` takes ``value`` and ``grad`` (the loss at ``params`` and its gradient; the
+    incoming updates are the direction), or ``value_fn`` to compute them; for the noise,
+    ``per_example_loss_fn`` (``[batch]`` losses) or ``value_variance`` and ``grad_variance``;
+    and keyword arguments, routed to ``value_fn`` and ``per_example_loss_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -275,54 +202,40 @@ def pls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""The probabilistic line search (PLS) along the negative gradient, taking gradients.
 
-  Each search runs along :math:`w(t) = w_0 - t\,\alpha_0\, g_0`, the negative
-  gradient at its start; every ``update`` call is one evaluation of the line,
-  value :math:`y_i` and slope :math:`y'_i = -\langle g_i, g_0\rangle`, on its
-  own mini-batch. A Gaussian process with the integrated Wiener kernel
-  (:math:`\tau = 10`) over values and slopes models the full-batch loss along
-  the line (Eq. 2.28-2.35, a cubic spline in the mean). A point is accepted
-  when its probability of meeting the Wolfe conditions,
+  Each search runs along :math:`w(t) = w_0 - t\,\alpha_0\, g_0`, the negative gradient at its
+  start; every ``update`` call is one evaluation of the line, value :math:`y_i` and slope
+  :math:`y'_i = -\langle g_i, g_0\rangle`, on its own mini-batch. A Gaussian process over
+  values and slopes models the full-batch loss along the line (Eq. 2.28-2.35); a point is
+  accepted when its probability of meeting the Wolfe conditions,
 
   .. math::
     p^W(t) = p\bigl(f(0) - f(t) + c_1 t f'(0) > 0,\ f'(t) - c_2 f'(0) > 0\bigr),
 
-  exceeds ``wolfe_threshold`` (Eq. 2.37-2.38); otherwise the next trial
-  maximises expected improvement times :math:`p^W` among the minima of the
-  posterior mean and one extrapolation point (Eq. 2.36), for at most
-  ``budget`` trials. The next search's :math:`\alpha_0` is ``reset_factor``
-  times the accepted step. The same updates as
-  ``optax.chain(optax.scale(-1), scale_by_pls(...))``, but ``grad`` defaults
-  to the incoming updates (so ``update(grads, state, params, value=loss)``
-  suffices) and the state keeps the gradient, not a negated copy. See
-  :func:`scale_by_pls` for the details, the noise estimates (pass
-  ``per_example_loss_fn``) and the robustness rules; the defaults are the
-  paper's.
+  exceeds ``wolfe_threshold`` (Eq. 2.37-2.38); otherwise the next trial maximises expected
+  improvement times :math:`p^W` (Eq. 2.36), for at most ``budget`` trials. See
+  :doc:`/methods/pls` for the details, the noise estimates (pass ``per_example_loss_fn``) and
+  the robustness rules; the defaults are the paper's.
 
   Args:
     init_step_size: :math:`\alpha_0` of the first search (the first trial is
-      :math:`w_0 - \alpha_0 g_0`; default 0.01).
-    c1: sufficient-decrease constant (paper 0.05).
-    c2: curvature constant (paper 0.8), ``c1 < c2 < 1``.
-    wolfe_threshold: :math:`c_W`, the Wolfe probability that accepts a point
-      (paper 0.3).
-    budget: trials per search (paper 10); a static Python int (it fixes the
-      state's array sizes).
-    reset_factor: the next :math:`\alpha_0` over the accepted step (1.3).
-    max_extrapolations: extrapolations per search (6, the reference code's).
-    min_step_size: lower bound of :math:`\alpha_0` (1e-8).
-    max_step_size: upper bound of :math:`\alpha_0` and of every trial step
-      (1e3).
+      :math:`w_0 - \alpha_0 g_0`), default 0.01.
+    c1: sufficient-decrease constant, default 0.05 (the paper's).
+    c2: curvature constant, ``c1 < c2 < 1``, default 0.8.
+    wolfe_threshold: :math:`c_W`, the Wolfe probability that accepts a point, default 0.3.
+    budget: trials per search, default 10; a static Python int (it fixes the state's array
+      sizes: with ``optax.inject_hyperparams`` list it in ``static_args``).
+    reset_factor: the next :math:`\alpha_0` over the accepted step, default 1.3.
+    max_extrapolations: extrapolations per search, default 6 (the reference code's).
+    min_step_size: lower bound of :math:`\alpha_0`, default 1e-8.
+    max_step_size: upper bound of :math:`\alpha_0` and of every trial step, default 1e3.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByPlsState`, taking the gradients as ``updates``. Its
-    ``update`` takes ``value`` (the loss at ``params``; required unless
-    ``value_fn`` is given to compute it), ``grad`` (the gradient for the
-    slopes, when ``updates`` were transformed before; defaults to
-    ``updates``), ``per_example_loss_fn`` (``per_example_loss_fn(params,
-    **kwargs) -> [batch]``, for the noise estimates) or ``value_variance``
-    and ``grad_variance`` (see :func:`scale_by_pls`), ``value_fn`` (optional)
-    and keyword arguments for ``value_fn`` and ``per_example_loss_fn``.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByPlsState`, taking
+    the gradients as ``updates``. Its ``update`` takes ``value`` (required unless
+    ``value_fn`` is given), ``grad`` (for the slopes, when ``updates`` were transformed
+    before; defaults to ``updates``), ``per_example_loss_fn`` or ``value_variance`` and
+    ``grad_variance`` (the noise), ``value_fn`` (optional) and keyword arguments for
+    ``value_fn`` and ``per_example_loss_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

@@ -147,134 +147,45 @@ def scale_by_salsa(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by SaLSa, the stable Armijo line search adaptation.
 
-  The incoming ``updates`` are a descent direction :math:`d_k` (``-g_k`` for
-  SGD), with slope :math:`\langle g_k, d_k\rangle < 0`, and the update is
-  :math:`\eta_k d_k`. SaLSa smooths both sides of the Armijo condition
-  :math:`f_B(w) - f_B(w + \eta d) \ge c\,\eta\,(-\langle g, d\rangle)` over
-  the mini-batches with exponential averages (Eq. 4-6):
+  The incoming ``updates`` are a descent direction :math:`d_k` (``-g_k`` for SGD) and the
+  update is :math:`\eta_k d_k`. SaLSa smooths both sides of the Armijo condition over the
+  mini-batches (Eq. 4-6),
 
   .. math::
     h_k &= \beta_3 h_{k-1} + (1 - \beta_3)\,(f_k(w_k) - f_k(w_k + \eta_k d_k)),\\
     s_k &= \beta_3 s_{k-1} + (1 - \beta_3)\,(-\langle g_k, d_k\rangle),\\
     &\text{accept } \eta_k \text{ when } h_k \ge c\,\eta_k\,s_k,
 
-  with :math:`-\langle g_k, d_k\rangle = \|g_k\|^2` for SGD and
-  :math:`\sum_i g_{k,i}^2 / (\sqrt{\hat v_{k,i}} + \epsilon)` for Adam (Eq. 7).
-  A search starts from :math:`\eta_{k-1}` times ``increase_factor`` (the
-  paper's :math:`2^{1/b}`, :math:`b = 500`) and multiplies the step by
-  ``decrease_factor`` (0.9) until the smoothed condition holds, all on the
-  same mini-batch inside one :func:`jax.lax.while_loop`.
-
-  What enters the averages: every trial :math:`\eta` is tested with
-  :math:`h = \beta_3 h_{k-1} + (1-\beta_3)(f_B(w) - f_B(w + \eta d))` and the
-  search's :math:`s_k`; only the accepted trial is committed to :math:`h`, and
-  :math:`s_k` is committed with it. :math:`h` and :math:`s` start at 0 and are
-  updated once per accepted search, never on updates that do not search, so
-  both count the same searches: their zero start is then the same as a bias
-  correction (it cancels in :math:`h \ge c\eta s`), and the first search is
-  the plain Armijo condition.
-
-  Speed-up (Sec. III.D, ``speed_up=True``): after each accepted search the
-  step size enters two exponential averages,
-  :math:`\bar\eta \leftarrow \beta\bar\eta + (1-\beta)\eta` with
-  :math:`\beta = 0.9` and :math:`0.99` (both starting at 0, as in the authors'
-  code); with :math:`r = \bar\eta(0.9)/\bar\eta(0.99)`, inverted when below 1,
-  the next search runs :math:`L` updates later,
-
-  .. math::
-    L = \operatorname{clip}(\operatorname{round}(1 / (r - 1)),\ 1,\ L_{max}),
-
-  :math:`L_{max}` = ``max_search_interval`` (10). Between searches the last
-  accepted step size is applied without evaluating anything (no ``value_fn``
-  call, no growth): an update that does not search costs about an SGD step.
-  The growth by ``increase_factor`` happens before each search, so with
-  :math:`L = 10` the step size grows at most that much per 10 updates; and a
-  sudden rise of the curvature between two searches meets the old step size
-  for up to :math:`L - 1` updates before a search sees it.
-
-  The zero start of the step-size averages is a warm-up: with a constant step
-  size :math:`r` falls from 10 towards 1 as the 0.99 average fills, so
-  searches run every update at first, every 2 updates after about 90
-  searches, and every 10 updates only after about 230 searches (about 740
-  updates); a sudden change of the step size brings :math:`L` back down. The
-  paper's "3% overhead for longer runs" is the regime after that warm-up. A
-  step size that only grows (every search accepts its first trial) keeps
-  :math:`r` near :math:`2^{90/500} \approx 1.12` and :math:`L` at 8; growing
-  by ``increase_factor`` per update rather than per search would keep
-  :math:`r` far above 1 and undo the speed-up.
-
-  Robustness, beyond the paper (none of it changes a healthy search):
-
-  * step sizes stay in ``[min_step_size, max_step_size]``;
-  * a search that ends without an acceptable step (``max_backtracking_steps``
-    trials, or a step below ``min_step_size``) makes no step, reports
-    ``exhausted``, leaves :math:`h`, :math:`s` and the step-size averages as
-    they were, resumes from where it stopped and searches again at the next
-    update;
-  * a non-finite trial value counts as a failed trial (its decrease is
-    :math:`-\infty`) and never reaches the weights;
-  * a non-finite ``value`` or slope, a zero direction or one that is not a
-    descent direction (:math:`\langle g, d\rangle \ge 0`) gives a zero update,
-    runs no trial and changes nothing but ``steps_since_search``; an update
-    that does not search checks ``value`` and the slope (:func:`adam_salsa`:
-    the gradient) in the same way, so a non-finite gradient still gives a
-    zero update, but it does not evaluate the landing point: a reused step is
-    applied as it is, as in the paper. That check reads the gradient once
-    more; on XLA:CPU it also keeps the update from being fused into the
-    gradient's matrix product, about 6% of an SGD step on the benchmark MLP
-    (``benchmarks/step_overhead.py``, rows ``salsa_steady`` and ``salsa_unchecked``).
-    ``check_gradient=False`` drops it from the updates that do not search
-    (searches always check): those then check ``value`` alone and apply a
-    non-finite gradient with a finite loss as SGD would;
-  * an injected hyperparameter (``optax.inject_hyperparams``) that is out of its range
-    at run time gives a zero update without a search;
-  * ``no_step_count`` and ``no_step_reason`` say how many updates in a row made no step
-    and why (see :func:`optax_ls.check_progress`).
-
-  Differences from the authors' code (github TheMody/No-learning-rates-needed-
-  Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation), not copied here:
-  it defaults to ``c=0.5``, ``b3=0.9``, ``increase_factor=1.1`` and
-  ``decrease_factor=0.8`` (the paper: 0.3, 0.99, :math:`2^{1/500}`, 0.9;
-  pass those values to use them here); between searches it applies the last
-  step times 1.1 (once, not compounded); it accepts any trial whose loss equals the
-  current loss exactly; when the loss or :math:`s` is below 1e-8 it skips the
-  search and applies the step grown by 1.1, without bound; its Adam search
-  trials use the momentum-free direction and leave the weights there, while
-  its updates between searches use the momentum direction (here every update
-  of :func:`adam_salsa` uses the momentum direction); it commits
-  :math:`s_k` before the search even if the search then fails; it searches at
-  each of the first 10 updates and uses :math:`L = \min(10, 1/(r-1))` without
-  rounding; after 100 failed trials it keeps the last one. Sec. III.C's
-  convergence theorem also asks that each accepted step decreases the loss;
-  the paper does not enforce it in its experiments, and neither do we by
-  default (``require_decrease=True`` does).
+  backtracking from :math:`\eta_{k-1}` times ``increase_factor``; with ``speed_up`` it searches
+  only every :math:`L \le L_{max}` updates and reuses the last step in between. See
+  :doc:`/methods/salsa` for the speed-up and its warm-up, the robustness rules and the
+  differences from the authors' code.
 
   Args:
-    init_step_size: the step size before the first search.
-    c: the sufficient decrease constant, in (0, 1) (paper: 0.3).
-    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1)
-      (paper: 0.99; 0 gives the plain Armijo condition).
-    decrease_factor: backtracking factor, in (0, 1).
-    increase_factor: growth of the step size before each search, at least 1.
-    speed_up: search only every :math:`L` updates (Sec. III.D); False searches
+    init_step_size: the step size before the first search, default 1.
+    c: the sufficient decrease constant, in (0, 1), default 0.3 (the paper's).
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1), default 0.99; 0
+      gives the plain Armijo condition.
+    decrease_factor: backtracking factor, in (0, 1), default 0.9.
+    increase_factor: growth of the step size before each search, at least 1, default
+      :math:`2^{1/500}`.
+    speed_up: search only every :math:`L` updates (Sec. III.D), default True; False searches
       at every update.
-    max_search_interval: :math:`L_{max}`, a positive integer (paper: 10).
-    max_backtracking_steps: the largest number of trials per search.
-    require_decrease: also require :math:`f_B(w + \eta d) \le f_B(w)` of an
-      accepted step (the condition of the paper's convergence theorem).
-    min_step_size: the smallest step size tried.
-    max_step_size: the largest step size.
-    check_gradient: check the gradient on the updates that do not search too
-      (a zero update for a non-finite one); see the robustness notes.
+    max_search_interval: :math:`L_{max}`, a positive integer, default 10.
+    max_backtracking_steps: the largest number of trials per search, default 100.
+    require_decrease: also require :math:`f_B(w + \eta d) \le f_B(w)` of an accepted step (the
+      paper's convergence theorem), default False.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    check_gradient: check the gradient on the updates that do not search too (a zero update
+      for a non-finite one), default True.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
-    keyword arguments ``value_fn`` (required: ``value_fn(params, **kwargs)``
-    returns the mini-batch loss), ``value`` (the loss at ``params``; computed
-    with one extra call of ``value_fn`` on updates that search when omitted),
-    ``grad`` (the gradient for the slope :math:`\langle g, d\rangle`; defaults
-    to ``-updates``) and any keyword arguments of ``value_fn``, which are
-    passed on to it. Its state is a :class:`ScaleBySalsaState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleBySalsaState`. Its
+    ``update`` takes ``value_fn`` (required; ``value_fn(params, **kwargs)`` is the mini-batch
+    loss), ``value`` (the loss at ``params``; one extra call on updates that search when
+    omitted), ``grad`` (for the slope; defaults to ``-updates``) and the keyword arguments of
+    ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -320,57 +231,45 @@ def salsa(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with SaLSa, the stable Armijo line search adaptation, taking gradients.
 
-  The search direction is the negative mini-batch gradient :math:`-g_k`. The
-  Armijo condition is smoothed over the mini-batches by exponential averages
-  of both its sides (Eq. 4-6),
+  The direction is the negative mini-batch gradient :math:`-g_k`; the Armijo condition is
+  smoothed by exponential averages of both its sides (Eq. 4-6),
 
   .. math::
     h_k &= \beta_3 h_{k-1} + (1 - \beta_3)\,(f_k(w_k) - f_k(w_k - \eta_k g_k)),\\
     s_k &= \beta_3 s_{k-1} + (1 - \beta_3)\,\|g_k\|^2,\\
     &\text{accept } \eta_k \text{ when } h_k \ge c\,\eta_k\,s_k,
 
-  where a search starts from :math:`\eta_{k-1}` times ``increase_factor``
-  (:math:`2^{1/500}`) and multiplies the step by ``decrease_factor`` until the
-  condition holds; the update is :math:`-\eta_k g_k`. With ``speed_up`` a
-  search runs only every :math:`L = \operatorname{clip}(\operatorname{round}(1
-  / (r - 1)), 1, L_{max})` updates, :math:`r` the ratio of the 0.9 and 0.99
-  averages of the accepted step sizes (Sec. III.D), and the updates between
-  searches reuse the last accepted step without evaluating the loss.
-  ``salsa(...)`` gives the same updates as
-  ``optax.chain(optax.scale(-1), scale_by_salsa(...))`` but searches along the
-  incoming gradient with negative steps, so that the negated gradient is never
-  written out. See :func:`scale_by_salsa` for what enters the averages, the
-  warm-up of the speed-up, the robustness guarantees and the differences from
-  the authors' code; the defaults are the paper's (Sec. III.E).
+  backtracking from :math:`\eta_{k-1}` times ``increase_factor``; the update is
+  :math:`-\eta_k g_k`. With ``speed_up`` it searches only every :math:`L \le L_{max}` updates
+  and reuses the last step in between. It makes the updates of
+  ``optax.chain(optax.scale(-1), scale_by_salsa(...))`` without writing out :math:`-g`. See
+  :doc:`/methods/salsa` for the speed-up, the robustness rules and the differences from the
+  authors' code; the defaults are the paper's (Sec. III.E).
 
   Args:
-    init_step_size: the step size before the first search (default 1).
-    c: the sufficient decrease constant, in (0, 1) (paper: 0.3).
-    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1)
-      (paper: 0.99; 0 gives the plain Armijo condition).
-    decrease_factor: backtracking factor, in (0, 1) (paper: 0.9).
-    increase_factor: growth of the step size before each search, at least 1
-      (paper: :math:`2^{1/500}`).
-    speed_up: search only every :math:`L` updates (default True); False
-      searches at every update.
-    max_search_interval: :math:`L_{max}`, a positive integer (paper: 10).
-    max_backtracking_steps: the largest number of trials per search (100).
-    require_decrease: also require :math:`f_B(w - \eta g) \le f_B(w)` of an
-      accepted step (default False, as in the paper's experiments).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
-    check_gradient: check the gradient on the updates that do not search too,
-      a zero update for a non-finite one (default True).
+    init_step_size: the step size before the first search, default 1.
+    c: the sufficient decrease constant, in (0, 1), default 0.3.
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1), default 0.99; 0
+      gives the plain Armijo condition.
+    decrease_factor: backtracking factor, in (0, 1), default 0.9.
+    increase_factor: growth of the step size before each search, at least 1, default
+      :math:`2^{1/500}`.
+    speed_up: search only every :math:`L` updates, default True; False searches at every update.
+    max_search_interval: :math:`L_{max}`, a positive integer, default 10.
+    max_backtracking_steps: the largest number of trials per search, default 100.
+    require_decrease: also require :math:`f_B(w - \eta g) \le f_B(w)` of an accepted step,
+      default False (as in the paper's experiments).
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    check_gradient: check the gradient on the updates that do not search too (a zero update
+      for a non-finite one), default True.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleBySalsaState`, taking the gradients as ``updates``. Its
-    ``update`` takes the keyword arguments ``value_fn`` (required:
-    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
-    loss at ``params``; one extra ``value_fn`` call on updates that search when
-    omitted), ``grad`` (the gradient for the slope, when ``updates`` were
-    transformed before; defaults to ``updates``) and any keyword arguments of
-    ``value_fn``, which are passed on to it.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleBySalsaState`, taking
+    the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required), ``value`` (one
+    extra ``value_fn`` call on updates that search when omitted), ``grad`` (for the slope, when
+    ``updates`` were transformed before; defaults to ``updates``) and the keyword arguments of
+    ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -415,78 +314,44 @@ def adam_salsa(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam with SaLSa, the stable Armijo line search adaptation (Adam + SaLSa).
 
-  With Adam's moments :math:`m_k, v_k` (bias-corrected :math:`\hat m_k, \hat
-  v_k`, both including the current gradient, as in Adam,
-  :func:`optax_ls.adam_sls` and the authors' code; the paper's Eq. 2 writes
-  :math:`v_{k-1}` and :math:`m_{k-1}`) the search runs along the
-  momentum-free Adam direction :math:`d_k = -g_k / (\sqrt{\hat v_k} +
-  \epsilon)` with the smoothed criterion of :func:`scale_by_salsa` and the
-  preconditioned gradient norm (Eq. 7)
+  With Adam's bias-corrected moments :math:`\hat m_k, \hat v_k`, the smoothed Armijo condition
+  of :func:`scale_by_salsa` is checked along the momentum-free direction
+  :math:`-g_k / (\sqrt{\hat v_k} + \epsilon)`, with the preconditioned norm (Eq. 7)
 
   .. math::
     s_k = \beta_3 s_{k-1} + (1-\beta_3) \sum_i \frac{g_{k,i}^2}{\sqrt{\hat v_{k,i}} + \epsilon},
 
-  and every update, searched or not, applies the current step size along the
-  momentum direction: :math:`\eta\,(-\hat m_k / (\sqrt{\hat v_k} + \epsilon))`
-  (as :func:`optax_ls.adam_sls`). The moments are updated at every update,
-  also between searches.
-
-  The incoming ``updates`` are the gradients; ``grad`` (optional) gives the
-  gradient for the slope when the incoming updates were transformed before
-  (e.g. clipped). The other keyword arguments of ``update``, the speed-up, the
-  robustness guarantees and the differences from the authors' code are those
-  of :func:`scale_by_salsa`; an update skipped for a non-finite gradient or
-  ``value`` also leaves the moments as they were (a non-finite
-  ``value_fn(params)``, computed when ``value`` is not passed, skips the step
-  but not the moments).
+  and every update, searched or not, applies the current step along the momentum direction,
+  :math:`-\eta\,\hat m_k / (\sqrt{\hat v_k} + \epsilon)`. See :doc:`/methods/salsa` for the
+  speed-up, our two options (``search_direction``, ``step_schedule``), the robustness rules
+  and the differences from the authors' code.
 
   Args:
-    init_step_size: the step size before the first search (default 1).
-    c: the sufficient decrease constant, in (0, 1) (paper: 0.3).
-    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1)
-      (paper: 0.99).
-    decrease_factor: backtracking factor, in (0, 1) (paper: 0.9).
-    increase_factor: growth of the step size before each search, at least 1
-      (paper: :math:`2^{1/500}`).
-    speed_up: search only every :math:`L` updates (default True); False
-      searches every update.
-    max_search_interval: :math:`L_{max}`, a positive integer (paper: 10).
-    max_backtracking_steps: the largest number of trials per search (100).
-    require_decrease: also require that an accepted step decreases the loss
-      (default False).
-    b1: Adam's first-moment decay, for the applied direction (0.9).
-    b2: Adam's second-moment decay (0.999).
-    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}` (1e-8).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
-    search_direction: ``"momentum_free"`` (the paper's, default) checks the
-      smoothed Armijo condition along :math:`-g / (\sqrt{\hat v} + \epsilon)`;
-      ``"momentum"`` (ours, not in the paper) checks it along the direction the
-      update applies, :math:`d = -\hat m / (\sqrt{\hat v} + \epsilon)`, with
-      that direction's own slope :math:`\langle g, d\rangle` in :math:`s`, so
-      the accepted step is tested where the weights actually go. An update
-      whose momentum direction does not descend on its mini-batch
-      (:math:`\langle g, d\rangle \ge 0`) runs no search and applies the last
-      accepted step (as an update between searches does); the next update
-      searches. Why: on the character GPT of ``benchmarks/lm_diagnosis.py``
-      the momentum-free line's batch minimum lies 3-10x closer than the
-      momentum line's, so the paper's search settles 10-30x below a good
-      Adam rate (README, training quality).
-    step_schedule: None (the paper's, default) or a schedule (ours): the
-      update applies the searched step times ``step_schedule(t)``, ``t`` the
-      number of updates made before this one (skipped updates not counted), a
-      factor in [0, 1] such as a final decay (see :func:`adam_salsa_cooldown`).
-      The search itself, its averages and the step it resumes from are those of
-      the unscaled step (``step_size``); ``learning_rate`` is the applied one.
+    init_step_size: the step size before the first search, default 1.
+    c: the sufficient decrease constant, in (0, 1), default 0.3.
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1), default 0.99.
+    decrease_factor: backtracking factor, in (0, 1), default 0.9.
+    increase_factor: growth of the step size before each search, at least 1, default
+      :math:`2^{1/500}`.
+    speed_up: search only every :math:`L` updates, default True; False searches every update.
+    max_search_interval: :math:`L_{max}`, a positive integer, default 10.
+    max_backtracking_steps: the largest number of trials per search, default 100.
+    require_decrease: also require that an accepted step decreases the loss, default False.
+    b1: Adam's first-moment decay, for the applied direction, default 0.9.
+    b2: Adam's second-moment decay, default 0.999.
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`, default 1e-8.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
+    search_direction: ``"momentum_free"`` (the paper's, default) or ``"momentum"`` (ours: the
+      condition is checked along the applied direction, with its own slope).
+    step_schedule: None (default) or a schedule giving a factor in [0, 1] on the applied step
+      (ours, e.g. :func:`cooldown_schedule`); the search keeps the unscaled step.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with an
-    :class:`AdamSalsaState`, taking the gradients as ``updates``. Its
-    ``update`` takes the keyword arguments ``value_fn`` (required:
-    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
-    loss at ``params``; one extra ``value_fn`` call on updates that search when
-    omitted), ``grad`` (the gradient for the slope; defaults to ``updates``)
-    and any keyword arguments of ``value_fn``, which are passed on to it.
+    An :class:`optax.GradientTransformationExtraArgs` with an :class:`AdamSalsaState`, taking
+    the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required), ``value`` (one
+    extra ``value_fn`` call on updates that search when omitted), ``grad`` (for the slope;
+    defaults to ``updates``) and the keyword arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -620,25 +485,26 @@ def cooldown_schedule(total_steps: int, cooldown_fraction: float = 0.2) -> optax
 
   The factor of update ``t`` (from 0) is ``min(1, (total_steps - t) / n)`` with
   ``n = max(1, round(cooldown_fraction * total_steps))`` updates of cool-down; 0 from
-  ``total_steps`` on. ``cooldown_fraction=0`` keeps the factor 1 for the whole run.
+  ``total_steps`` on. ``cooldown_fraction=0`` keeps the factor 1 for the whole run. It is the
+  ``step_schedule`` of :func:`adam_salsa_cooldown`; see :doc:`/methods/salsa`.
 
   Args:
     total_steps: the number of updates of the run (a positive integer).
     cooldown_fraction: the final fraction of the run over which the factor falls to 0, in
-      [0, 1] (0.2).
+      [0, 1], default 0.2.
 
   Returns:
     An :data:`optax.Schedule` of the update count.
-
-  References:
-    Hägele et al., Scaling Laws and Compute-Optimal Training Beyond Fixed Training
-    Durations, NeurIPS 2024 (the constant rate with a final linear cool-down).
 
   Example:
     >>> import optax_ls
     >>> f = optax_ls.cooldown_schedule(10, 0.2)
     >>> [round(float(f(t)), 2) for t in range(11)]
     [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.0]
+
+  References:
+    Hägele et al., Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+    Durations, NeurIPS 2024 (the constant rate with a final linear cool-down).
   """
   _core.check("total_steps", total_steps, lambda v: v >= 1 and v == int(v),
               "a positive integer")
@@ -673,44 +539,33 @@ def adam_salsa_cooldown(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Our recommended line search: Adam + SaLSa along the momentum direction, with a cool-down.
 
-  Not a method of the papers: :func:`adam_salsa` with two of our options, chosen from the
-  diagnosis of where the paper's configuration trails tuned Adam and SGD (README, training
-  quality):
-
-  * ``search_direction="momentum"``: the smoothed Armijo condition is checked along the
-    direction the update applies, :math:`-\hat m / (\sqrt{\hat v} + \epsilon)`, with its own
-    slope. The paper's momentum-free line has its mini-batch minimum 3-10x closer on a
-    transformer, so the paper's search settles 10-30x below a good Adam rate there;
-  * ``step_schedule=cooldown_schedule(total_steps, cooldown_fraction)``: the searched step is
-    applied as it is for the first 80% of the run, then times a factor falling linearly to 0
-    over the last ``cooldown_fraction`` (a cool-down, as in warm-up-stable-decay schedules):
-    the tuned baselines anneal their rate and a line search does not, which costs it the
-    late gains of SGD's and Adam's decays on the image tasks.
-
-  Everything else is the paper's (``c = 0.3``, ``b3 = 0.99``, growth :math:`2^{1/500}`,
-  backtracking 0.9, the speed-up, Adam's moments), with the same arguments as
-  :func:`adam_salsa`. ``total_steps`` is the number of updates of the run, as any decaying
-  schedule needs; nothing else depends on the task.
+  Not a method of the papers: :func:`adam_salsa` with ``search_direction="momentum"`` (the
+  smoothed Armijo condition is checked along the applied direction
+  :math:`-\hat m / (\sqrt{\hat v} + \epsilon)`) and
+  ``step_schedule=cooldown_schedule(total_steps, cooldown_fraction)``: the searched step is
+  applied as it is, then, over the last ``cooldown_fraction`` of the run, times a factor
+  falling linearly to 0. Everything else is the paper's. See :doc:`/methods/salsa` for why
+  each option helps.
 
   Args:
     total_steps: the number of updates of the run (a positive integer).
     cooldown_fraction: the final fraction of the run over which the step falls to 0, in
-      [0, 1] (0.2; 0 for none).
-    init_step_size: the step size before the first search (1).
-    c: the sufficient decrease constant, in (0, 1) (the paper's 0.3).
-    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1) (0.99).
-    decrease_factor: backtracking factor, in (0, 1) (0.9).
-    increase_factor: growth of the step size before each search, at least 1
-      (:math:`2^{1/500}`).
-    speed_up: search only every :math:`L` updates (True).
-    max_search_interval: :math:`L_{max}`, a positive integer (10).
-    max_backtracking_steps: the largest number of trials per search (100).
-    require_decrease: also require that an accepted step decreases the loss (False).
-    b1: Adam's first-moment decay (0.9).
-    b2: Adam's second-moment decay (0.999).
-    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}` (1e-8).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
+      [0, 1], default 0.2 (0 for none).
+    init_step_size: the step size before the first search, default 1.
+    c: the sufficient decrease constant, in (0, 1), default 0.3 (the paper's).
+    b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1), default 0.99.
+    decrease_factor: backtracking factor, in (0, 1), default 0.9.
+    increase_factor: growth of the step size before each search, at least 1, default
+      :math:`2^{1/500}`.
+    speed_up: search only every :math:`L` updates, default True.
+    max_search_interval: :math:`L_{max}`, a positive integer, default 10.
+    max_backtracking_steps: the largest number of trials per search, default 100.
+    require_decrease: also require that an accepted step decreases the loss, default False.
+    b1: Adam's first-moment decay, default 0.9.
+    b2: Adam's second-moment decay, default 0.999.
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`, default 1e-8.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` with an :class:`AdamSalsaState`, called

@@ -105,68 +105,37 @@ def scale_by_sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by a stochastic Armijo line search (SLS).
 
-  The incoming ``updates`` are a descent direction :math:`d` (``-g`` for SGD).
-  Before each search the step size from the last update is reset,
-
-  * ``reset_option=0``: :math:`\eta \leftarrow \eta_{t-1}`,
-  * ``reset_option=1``: :math:`\eta \leftarrow \eta_{t-1}\,\gamma^{1/n_b}`
-    with :math:`n_b` = ``n_batches_per_epoch``,
-  * ``reset_option=2``: :math:`\eta \leftarrow` ``init_step_size``,
-
-  then the search backtracks, :math:`\eta \leftarrow \beta_b \eta`
-  (``decrease_factor``), on the same mini-batch until the Armijo condition
+  The incoming ``updates`` are a descent direction :math:`d` (``-g`` for SGD). The step size
+  of the last update is reset (``reset_option``), then shrunk, :math:`\eta \leftarrow \beta_b
+  \eta`, on the same mini-batch until the Armijo condition
 
   .. math::
     f_B(w + \eta d) \le f_B(w) + c\,\eta\,\langle g, d \rangle
 
-  holds, and the update is :math:`\eta d`. With ``line_search_fn="goldstein"``
-  a trial that satisfies the Armijo condition but also
-  :math:`f_B(w + \eta d) < f_B(w) + (1-c)\eta\langle g, d\rangle` (too short)
-  grows by ``increase_factor`` instead of being accepted. With ``momentum``
-  (Polyak, the reference ``SlsAcc``) the search runs on the plain step and the
-  update adds ``momentum`` times the previous update.
-
-  The whole search runs in one :func:`jax.lax.while_loop` inside the update.
-
-  Robustness, beyond the reference code (none of it changes a healthy search):
-
-  * step sizes stay in ``[min_step_size, max_step_size]``;
-  * a search that ends without an acceptable step (``max_backtracking_steps``
-    trials, or a step below ``min_step_size``) makes no step and reports
-    ``exhausted``; the next search resumes from where it stopped, as an
-    uncapped backtracking would have. (The reference applies a 1e-6 step.)
-    A Goldstein search that runs out applies the last trial that satisfied the
-    Armijo condition, if any, and a Goldstein trial at ``max_step_size`` that
-    satisfies the Armijo condition is accepted (it cannot grow further);
-  * a non-finite trial value counts as a failed trial and never reaches the
-    weights; a non-finite ``value`` or slope, a zero direction or one that is
-    not a descent direction (``<g, d> >= 0``) gives a zero update, runs no
-    trial and keeps the step size.
+  holds; the update is :math:`\eta d`, plus ``momentum`` times the previous update. See
+  :doc:`/methods/sls` for the reset options, the Goldstein variant and the robustness rules.
 
   Args:
-    init_step_size: first step size (``eta_max`` in the paper).
-    c: sufficient decrease constant, in (0, 1); below 0.5 for Goldstein.
-    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1).
-    gamma: growth factor per epoch of ``reset_option=1``, at least 1.
+    init_step_size: the first step size (the paper's :math:`\eta_{\max}`), default 1.
+    c: sufficient decrease constant, in (0, 1), default 0.1; below 0.5 for Goldstein.
+    decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
     n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch) or 2 (restart
-      from ``init_step_size``).
-    max_backtracking_steps: the largest number of trials per update.
-    line_search_fn: ``"armijo"`` or ``"goldstein"``.
-    increase_factor: Goldstein's growth factor :math:`\beta_f` (> 1).
-    momentum: Polyak momentum in [0, 1), or None for none.
-    min_step_size: the smallest step size tried.
-    max_step_size: the largest step size; defaults to 10 for Goldstein (the
-      reference ``eta_max``) and 1e3 for Armijo.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``).
+    max_backtracking_steps: the largest number of trials per update, default 100.
+    line_search_fn: ``"armijo"`` (default) or ``"goldstein"``.
+    increase_factor: Goldstein's growth factor :math:`\beta_f` (> 1), default 2.
+    momentum: Polyak momentum in [0, 1), or None (default) for none.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size; None (default) means 10 for Goldstein and 1e3 for
+      Armijo.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` whose ``update`` takes the
-    keyword arguments ``value_fn`` (required: ``value_fn(params, **kwargs)``
-    returns the mini-batch loss), ``value`` (the loss at ``params``; computed
-    with one extra call of ``value_fn`` when omitted), ``grad`` (the gradient
-    for the slope :math:`\langle g, d\rangle`; defaults to ``-updates``) and
-    any keyword arguments of ``value_fn``, which are passed on to it. Its
-    state is a :class:`ScaleBySlsState`.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleBySlsState`. Its
+    ``update`` takes ``value_fn`` (required; ``value_fn(params, **kwargs)`` is the mini-batch
+    loss), ``value`` (the loss at ``params``; one extra call when omitted), ``grad`` (for the
+    slope; defaults to ``-updates``) and the keyword arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -214,53 +183,40 @@ def sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with a stochastic Armijo line search (SLS), taking gradients.
 
-  The search direction is the negative mini-batch gradient :math:`-g`. Before
-  each search the step size is reset (``reset_option``; the default 1 grows it,
-  :math:`\eta \leftarrow \eta_{t-1}\,\gamma^{1/n_b}` with :math:`n_b` =
-  ``n_batches_per_epoch``), then it backtracks,
-  :math:`\eta \leftarrow \beta_b\,\eta`, on the same mini-batch until the
-  Armijo condition
+  The direction is the negative mini-batch gradient :math:`-g`. The step size of the last
+  update is reset (``reset_option``; the default grows it by :math:`\gamma^{1/n_b}`), then
+  shrunk, :math:`\eta \leftarrow \beta_b\,\eta`, on the same mini-batch until
 
   .. math::
     f_B(w - \eta g) \le f_B(w) - c\,\eta\,\|g\|^2
 
-  holds, and the update is :math:`-\eta g` (Alg. 1-2 of the paper).
-  ``sls(...)`` gives the same updates as
-  ``optax.chain(optax.scale(-1), scale_by_sls(...))`` but searches along the
-  incoming gradient with negative steps, so that the negated gradient is never
-  written out (one parameter-sized copy less per step). See
-  :func:`scale_by_sls` for the reset options, the Goldstein variant, the
-  momentum and the robustness guarantees; defaults are the paper's.
+  holds, and the update is :math:`-\eta g`. It makes the updates of
+  ``optax.chain(optax.scale(-1), scale_by_sls(...))`` without writing out :math:`-g`. See
+  :doc:`/methods/sls` for the reset options, the Goldstein variant and the robustness rules.
 
   Args:
-    init_step_size: first step size (``eta_max`` in the paper), default 1.
-    c: sufficient decrease constant, in (0, 1), default 0.1; below 0.5 for
-      Goldstein.
+    init_step_size: the first step size (the paper's :math:`\eta_{\max}`), default 1.
+    c: sufficient decrease constant, in (0, 1), default 0.1; below 0.5 for Goldstein.
     decrease_factor: backtracking factor :math:`\beta_b`, in (0, 1), default 0.9.
     gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
-    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
+    n_batches_per_epoch: mini-batches per epoch :math:`n_b`; required for ``reset_option=1``
       (the default), unused otherwise.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
-      (restart from ``init_step_size``).
-    max_backtracking_steps: the largest number of trials per update (100).
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``).
+    max_backtracking_steps: the largest number of trials per update, default 100.
     line_search_fn: ``"armijo"`` (default) or ``"goldstein"``.
-    increase_factor: Goldstein's growth factor :math:`\beta_f` (> 1, default
-      2); unused by Armijo.
-    momentum: Polyak momentum in [0, 1) added to the searched step, or None
-      (default) for none.
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size; None (default) means 10 for
-      Goldstein (the reference ``eta_max``) and 1e3 for Armijo.
+    increase_factor: Goldstein's growth factor :math:`\beta_f` (> 1), default 2; unused by
+      Armijo.
+    momentum: Polyak momentum in [0, 1) added to the searched step, or None (default).
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size; None (default) means 10 for Goldstein and 1e3 for
+      Armijo.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleBySlsState`, taking the gradients as ``updates``. Its
-    ``update`` takes the keyword arguments ``value_fn`` (required:
-    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
-    loss at ``params``; one extra ``value_fn`` call when omitted), ``grad``
-    (the gradient for the slope, when ``updates`` were transformed before;
-    defaults to ``updates``) and any keyword arguments of ``value_fn``, which
-    are passed on to it.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleBySlsState`, taking
+    the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required), ``value`` (one
+    extra ``value_fn`` call when omitted), ``grad`` (for the slope, when ``updates`` were
+    transformed before; defaults to ``updates``) and the keyword arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -303,49 +259,38 @@ def adam_sls(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam with a preconditioned stochastic Armijo line search (Adam + SLS).
 
-  With Adam's moments :math:`m_k, v_k` (bias-corrected :math:`\hat m_k, \hat
-  v_k`) the search runs along the momentum-free Adam direction
-  :math:`d_k = -g_k / (\sqrt{\hat v_k} + \epsilon)` with the preconditioned
-  Armijo condition (Eq. 3 of the SaLSa paper)
+  With Adam's bias-corrected moments :math:`\hat m_k, \hat v_k`, the search backtracks along
+  the momentum-free direction :math:`d_k = -g_k / (\sqrt{\hat v_k} + \epsilon)` until
 
   .. math::
     f_B(w + \eta d_k) \le f_B(w) - c\,\eta \sum_i \frac{g_{k,i}^2}{\sqrt{\hat v_{k,i}} + \epsilon},
 
-  and the applied update uses the accepted step size with the momentum
-  direction: :math:`\eta\,(-\hat m_k / (\sqrt{\hat v_k} + \epsilon))`. The step
-  size is reset before each search as in :func:`scale_by_sls` (the paper's
-  :math:`\eta_{k-1} 2^{1/b}` with ``b = 500`` is ``reset_option=1``,
-  ``gamma=2``, ``n_batches_per_epoch=500``).
-
-  The incoming ``updates`` are the gradients; ``grad`` (optional) gives the
-  gradient for the slope when the incoming updates were transformed before
-  (e.g. clipped). The other keyword arguments of ``update`` and the robustness
-  guarantees are those of :func:`scale_by_sls`.
+  and the update applies the accepted step along the momentum direction,
+  :math:`-\eta\,\hat m_k / (\sqrt{\hat v_k} + \epsilon)`. The step size is reset before each
+  search as in :func:`sls`. See :doc:`/methods/adam_sls` for the paper's reset and the
+  robustness rules.
 
   Args:
-    init_step_size: first step size (default 1).
-    c: sufficient decrease constant, in (0, 1) (default 0.1).
-    decrease_factor: backtracking factor, in (0, 1) (default 0.9).
-    gamma: growth factor per epoch of ``reset_option=1``, at least 1 (default 2).
-    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1``
-      (the default), unused otherwise.
-    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2
-      (restart from ``init_step_size``).
-    max_backtracking_steps: the largest number of trials per update (100).
-    b1: Adam's first-moment decay, for the applied direction (0.9).
-    b2: Adam's second-moment decay (0.999).
-    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}` (1e-8).
-    min_step_size: the smallest step size tried (1e-8).
-    max_step_size: the largest step size (1e3).
+    init_step_size: the first step size, default 1.
+    c: sufficient decrease constant, in (0, 1), default 0.1.
+    decrease_factor: backtracking factor, in (0, 1), default 0.9.
+    gamma: growth factor per epoch of ``reset_option=1``, at least 1, default 2.
+    n_batches_per_epoch: mini-batches per epoch; required for ``reset_option=1`` (the
+      default), unused otherwise.
+    reset_option: 0 (keep), 1 (grow by ``gamma`` per epoch, default) or 2 (restart from
+      ``init_step_size``).
+    max_backtracking_steps: the largest number of trials per update, default 100.
+    b1: Adam's first-moment decay, for the applied direction, default 0.9.
+    b2: Adam's second-moment decay, default 0.999.
+    eps: Adam's epsilon, added to :math:`\sqrt{\hat v}`, default 1e-8.
+    min_step_size: the smallest step size tried, default 1e-8.
+    max_step_size: the largest step size, default 1e3.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with an
-    :class:`AdamSlsState`, taking the gradients as ``updates``. Its ``update``
-    takes the keyword arguments ``value_fn`` (required:
-    ``value_fn(params, **kwargs)`` returns the mini-batch loss), ``value`` (the
-    loss at ``params``; one extra ``value_fn`` call when omitted), ``grad``
-    (the gradient for the slope; defaults to ``updates``) and any keyword
-    arguments of ``value_fn``, which are passed on to it.
+    An :class:`optax.GradientTransformationExtraArgs` with an :class:`AdamSlsState`, taking
+    the gradients as ``updates``. Its ``update`` takes ``value_fn`` (required), ``value`` (one
+    extra ``value_fn`` call when omitted), ``grad`` (for the slope, e.g. before clipping;
+    defaults to ``updates``) and the keyword arguments of ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls

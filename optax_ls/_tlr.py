@@ -71,98 +71,42 @@ def scale_by_tlr(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales a descent direction by a trainable learning rate (GD-TLR).
 
-  The learning rate :math:`\alpha` is trained alongside the weights on the
-  augmented loss :math:`L_\alpha(\alpha) = L(w + \alpha d)` (Eq. 2), whose
-  derivatives at :math:`\alpha_t` are, for consecutive directions
-  :math:`g_t, g_{t-1}` (Eq. 7-8),
-
-  .. math::
-    \partial_\alpha L_\alpha = -\langle g_t, g_{t-1}\rangle, \qquad
-    \partial^2_\alpha L_\alpha = \tfrac{4}{\alpha_t}\langle g_t, g_t - g_{t-1}\rangle .
-
-  ``variant="efficient"`` (Alg. 2) takes a bounded Newton step on
-  :math:`\alpha` from these two gradients alone (Eq. 9), no extra pass:
+  The rate :math:`\alpha` is trained on the augmented loss :math:`L(w + \alpha d)` (Eq. 2). The
+  efficient variant (Alg. 2) takes a bounded Newton step on it from consecutive directions
+  :math:`g_t, g_{t-1}` alone (Eq. 7-9),
 
   .. math::
     \alpha_{t+1} = \alpha_t \Big(1 + \frac{\langle g_t, g_{t-1}\rangle}
       {\max(4\langle g_t, g_t - g_{t-1}\rangle,\ \langle g_t, g_{t-1}\rangle / c)}\Big),
 
-  so :math:`\tfrac34\alpha_t < \alpha_{t+1} \le (1+c)\,\alpha_t`, and the update
-  is :math:`\alpha_{t+1} d_t` (the new rate applies to the current direction,
-  as in Alg. 2). With SGD (Sec. 4, Eq. 10) :math:`g` is the direction summed
-  over a *window* of calls, :math:`(w_t - w_{t-pN})/\alpha`, and the rate
-  changes once per window, on its last call; the paper uses ``p = 0.33`` of
-  an epoch of ``N = n_batches_per_epoch`` batches for every experiment (all
-  with SGD, with momentum 0.8 and weight decay 5e-4: chain
-  ``optax.add_decayed_weights`` and ``optax.trace`` before this transformation;
-  the window then sums the momentum directions, which is exactly the weight
-  difference of Eq. 10). ``window=1`` updates the rate at every call: the
-  deterministic full-batch Alg. 2 (the paper warns that with mini-batches this
-  drives the rate down fast, App. D.1). The paper does not use TLR with Adam
-  (its conclusion names it as future work); on an Adam direction
-  ``optax.chain(optax.scale_by_adam(), optax.scale(-1), scale_by_tlr(...))``
-  trains the rate of that direction with the same formula.
-
-  ``variant="naive"`` (Alg. 1) runs gradient descent on :math:`\alpha` with
-  meta step ``eta``, at the cost of one more forward-backward pass of
-  ``value_fn`` per call on the same batch:
-
-  .. math::
-    \alpha_{t+1} = \alpha_t - \eta\,\langle \nabla L(w_t + \alpha_t d_t),\ d_t\rangle,
-
-  then updates by :math:`\alpha_{t+1} d_t`. The window does not apply to it.
-
-  ``per_layer`` (Sec. 3, App. D.2) trains one rate per tensor (``True`` or
-  ``"tensor"``, the paper's ``sgd_tlr_pl``) or per layer (``"layer"``: the
-  tensors with the same parent in the parameter tree, e.g. the kernel and bias
-  of one Dense, share a rate); every inner product above is then taken over
-  that tensor or layer only.
-
-  Robustness (none of it changes a healthy run):
-
-  * the rate stays in ``[min_learning_rate, max_learning_rate]``; the
-    efficient bound :math:`\alpha_{t+1} \le (1+c)\alpha_t` holds exactly;
-  * the denominator of Eq. 9 is 0 only when :math:`g_t = 0` (then also
-    :math:`\langle g_t, g_{t-1}\rangle = 0`): the rate is kept;
-  * a non-finite ``value`` or direction gives a zero update and leaves the
-    state as it was (rate, window and stored directions);
-  * naive: a non-finite loss or gradient at the trial point
-    :math:`w + \alpha_t d` makes no step and halves the rate (the trial
-    overshot); it never reaches the weights;
-  * an injected hyperparameter (``optax.inject_hyperparams``) out of its range at run
-    time gives a zero update and leaves the state as it was; ``no_step_count`` and
-    ``no_step_reason`` say how many updates in a row made no step and why (see
-    :func:`optax_ls.check_progress`).
-
-  The efficient variant needs no ``value_fn`` (it uses only the incoming
-  direction); ``value_fn``, ``value`` and ``grad`` are accepted so that it
-  drops into a train step written for a line search, ``value`` is only
-  checked for finiteness and ``grad`` is ignored (the inner products are
-  taken between directions, as Eq. 10 does).
+  and the update is :math:`\alpha_{t+1} d_t`; with mini-batches (Eq. 10) :math:`g` is the
+  direction summed over a window of calls and the rate changes once per window. The naive
+  variant (Alg. 1) runs gradient descent on :math:`\alpha` with one more forward-backward pass
+  per call. See :doc:`/methods/tlr` for the derivatives, the window, the per-layer rates, the
+  paper's momentum and weight decay, and the robustness rules.
 
   Args:
-    init_learning_rate: the initial rate :math:`\alpha_0` (the paper sweeps
-      1e-3..1e-1 and shows the result hardly depends on it).
-    n_batches_per_epoch: mini-batches per epoch, :math:`N`; the efficient
-      variant's window is ``max(1, round(p * n_batches_per_epoch))`` calls.
-    p: the window as a fraction of an epoch (the paper's 0.33).
-    window: the window in calls, instead of ``n_batches_per_epoch`` and ``p``
-      (``1``: the rate changes at every call). The efficient variant needs one
-      of the two. Whether it is 1 fixes the state's layout at ``init``.
-    c: the bound of Eq. 9, :math:`\alpha_{t+1} \le (1+c)\alpha_t` (the paper's 1/4).
-    variant: ``"efficient"`` (Alg. 2) or ``"naive"`` (Alg. 1).
-    eta: the naive variant's meta step :math:`\eta` (the paper gives no
-      default; its App. D.4 sweeps 1e-3..1).
-    per_layer: ``False`` (one rate), ``True`` / ``"tensor"`` (one per tensor)
-      or ``"layer"`` (one per parent node of the parameter tree).
-    min_learning_rate: the smallest rate (positive).
-    max_learning_rate: the largest rate.
+    init_learning_rate: the initial rate :math:`\alpha_0`, default 0.1.
+    n_batches_per_epoch: mini-batches per epoch :math:`N`; the efficient variant's window is
+      ``max(1, round(p * n_batches_per_epoch))`` calls. Default None.
+    p: the window as a fraction of an epoch, default 0.33 (the paper's).
+    window: the window in calls, instead of ``n_batches_per_epoch`` and ``p`` (``1``: the rate
+      changes at every call); the efficient variant needs one of the two. Default None.
+    c: the bound :math:`\alpha_{t+1} \le (1+c)\alpha_t` of Eq. 9, default 0.25.
+    variant: ``"efficient"`` (default, Alg. 2) or ``"naive"`` (Alg. 1).
+    eta: the naive variant's meta step :math:`\eta`, default 0.01 (ours; unused by the
+      efficient variant).
+    per_layer: ``False`` (default: one rate), ``True`` / ``"tensor"`` (one per tensor) or
+      ``"layer"`` (one per parent node of the parameter tree).
+    min_learning_rate: the smallest rate (positive), default 1e-8.
+    max_learning_rate: the largest rate, default 1e3.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByTlrState`. The naive variant's ``update`` needs the keyword
-    argument ``value_fn(params, **kwargs)`` (the mini-batch loss) and
-    ``params``; further keyword arguments are passed on to ``value_fn``.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByTlrState`. The
+    efficient variant's ``update`` needs no keyword argument (``value`` is only checked to be
+    finite; ``value_fn`` and ``grad`` are ignored); the naive variant's needs ``params`` and
+    ``value_fn(params, **kwargs)`` (the mini-batch loss), and further keyword arguments are
+    passed on to ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
@@ -203,52 +147,43 @@ def tlr(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with a trainable learning rate (the paper's ``sgd_tlr``), taking gradients.
 
-  The update is :math:`-\alpha_{t+1} g_t`, the learning rate trained on the
-  loss after the step, :math:`L(w - \alpha g)`. The efficient variant
-  (Alg. 2, Eq. 7-9) takes a bounded Newton step from consecutive gradients
-  alone,
+  The update is :math:`-\alpha_{t+1} g_t`, the rate trained on the loss after the step,
+  :math:`L(w - \alpha g)`. The efficient variant (Alg. 2, Eq. 7-9) takes a bounded Newton
+  step from consecutive gradients alone,
 
   .. math::
     \alpha_{t+1} = \alpha_t \Big(1 + \frac{\langle g_t, g_{t-1}\rangle}
       {\max(4\langle g_t, g_t - g_{t-1}\rangle,\ \langle g_t, g_{t-1}\rangle / c)}\Big),
 
-  where, with mini-batches (Sec. 4, Eq. 10), :math:`g_t` is the gradient
-  summed over a window of ``round(p * n_batches_per_epoch)`` calls and the
-  rate changes once per window. The naive variant (Alg. 1) runs gradient
-  descent on the rate, :math:`\alpha_{t+1} = \alpha_t + \eta\,\langle
-  \nabla L(w_t - \alpha_t g_t), g_t\rangle`, with one more forward-backward
-  pass per call. The same updates as
-  ``optax.chain(optax.scale(-1), scale_by_tlr(...))`` without writing out the
-  negated gradient. See :func:`scale_by_tlr` for the derivatives, the
-  per-layer rates and the robustness guarantees. With ``per_layer=True`` it
-  is the paper's ``sgd_tlr_pl``.
+  where, with mini-batches (Sec. 4, Eq. 10), :math:`g_t` is the gradient summed over a window
+  of ``round(p * n_batches_per_epoch)`` calls and the rate changes once per window. The naive
+  variant (Alg. 1) runs gradient descent on the rate, :math:`\alpha_{t+1} = \alpha_t +
+  \eta\,\langle \nabla L(w_t - \alpha_t g_t), g_t\rangle`. With ``per_layer=True`` it is the
+  paper's ``sgd_tlr_pl``. See :doc:`/methods/tlr` for the derivatives, the per-layer rates and
+  the robustness rules.
 
   Args:
-    init_learning_rate: the initial rate :math:`\alpha_0` (default 0.1).
-    n_batches_per_epoch: mini-batches per epoch, :math:`N`; the efficient
-      variant's window is ``max(1, round(p * n_batches_per_epoch))`` calls.
-    p: the window as a fraction of an epoch (default 0.33, the paper's).
-    window: the window in calls, instead of ``n_batches_per_epoch`` and ``p``
-      (``1``: the rate changes at every call); the efficient variant needs
-      one of the two (default None).
-    c: the bound :math:`\alpha_{t+1} \le (1+c)\alpha_t` of Eq. 9 (default
-      0.25, the paper's 1/4).
+    init_learning_rate: the initial rate :math:`\alpha_0`, default 0.1.
+    n_batches_per_epoch: mini-batches per epoch :math:`N`; the efficient variant's window is
+      ``max(1, round(p * n_batches_per_epoch))`` calls. Default None.
+    p: the window as a fraction of an epoch, default 0.33 (the paper's).
+    window: the window in calls, instead of ``n_batches_per_epoch`` and ``p`` (``1``: the rate
+      changes at every call); the efficient variant needs one of the two. Default None.
+    c: the bound :math:`\alpha_{t+1} \le (1+c)\alpha_t` of Eq. 9, default 0.25.
     variant: ``"efficient"`` (default, Alg. 2) or ``"naive"`` (Alg. 1).
-    eta: the naive variant's meta step :math:`\eta` (default 0.01; unused by
-      the efficient variant).
-    per_layer: ``False`` (default: one rate), ``True`` / ``"tensor"`` (one per
-      tensor) or ``"layer"`` (one per parent node of the parameter tree).
-    min_learning_rate: the smallest rate (positive, default 1e-8).
-    max_learning_rate: the largest rate (default 1e3).
+    eta: the naive variant's meta step :math:`\eta`, default 0.01 (ours; unused by the
+      efficient variant).
+    per_layer: ``False`` (default: one rate), ``True`` / ``"tensor"`` (one per tensor) or
+      ``"layer"`` (one per parent node of the parameter tree).
+    min_learning_rate: the smallest rate (positive), default 1e-8.
+    max_learning_rate: the largest rate, default 1e3.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs` with a
-    :class:`ScaleByTlrState`, taking the gradients as ``updates``. The
-    efficient variant's ``update`` needs no keyword argument (``value`` is
-    only checked to be finite; ``value_fn`` and ``grad`` are ignored); the
-    naive variant's needs ``params`` and ``value_fn(params, **kwargs)`` (the
-    mini-batch loss), and further keyword arguments are passed on to
-    ``value_fn``.
+    An :class:`optax.GradientTransformationExtraArgs` with a :class:`ScaleByTlrState`, taking
+    the gradients as ``updates``. The efficient variant's ``update`` needs no keyword argument
+    (``value`` is only checked to be finite; ``value_fn`` and ``grad`` are ignored); the naive
+    variant's needs ``params`` and ``value_fn(params, **kwargs)`` (the mini-batch loss), and
+    further keyword arguments are passed on to ``value_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_ls
