@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks import bn_probe
 from models import get_model
@@ -12,6 +13,7 @@ from train import OptimizerConfig, data
 from train.train import create_state, init_variables
 
 
+@pytest.mark.slow  # compiles a ResNet (about 30 s): a benchmark's helper, not the library
 def test_recalibration_forgets_the_old_averages_and_matches_the_batch_statistics(tmp_path):
   rng = np.random.default_rng(0)
   path = tmp_path / "tiny.npz"
