@@ -315,6 +315,13 @@ def plot(payload: dict[str, Any], prefix: str) -> list[str]:
     if best is not None:
       steps, _, mean = q._curves(results, best["label"])
       ax.plot(steps, mean, color="k", lw=2.0, ls="--", label=f"tuned {best['label']}")
+    # The peers' own steps, where their runs logged them (Prodigy's d, DoG's eta).
+    for s in summary.values():
+      runs = [r for r in results if r["label"] == s["label"]]
+      if s["group"] == "peer" and all(any(v for v in r["curve"]["step_size"] if v)
+                                      for r in runs):
+        steps, _, mean = q._curves(results, s["label"])
+        ax.plot(steps, mean, color="0.4", lw=1.4, ls=":", label=f"{s['label']} (its own step)")
     ax.set(yscale="log", xlabel="update", ylabel="step size (geometric mean over seeds)",
            title=f"step sizes of the line searches against the tuned AdamW rate\n{title}")
     ax.grid(alpha=0.3)
