@@ -8,16 +8,18 @@ protocol of ``benchmarks/quality.py`` (same suites, seeds, splits, batches and
 initialisations; ``--suite lm`` is the character GPT of ``benchmarks/quality_lm.py``), no
 baselines, so that each change is measured on its own:
 
-========================  ======================  ==============================
-label                     search direction        applied step
-========================  ======================  ==============================
-``adam_salsa``            momentum-free (paper)   as searched (paper)
-``paper_cosine``          momentum-free (paper)   times a cosine from 1 to 0
-``momentum``              momentum                as searched
-``momentum_cosine``       momentum                times a cosine from 1 to 0
-``momentum_cooldown``     momentum                1, then linear to 0 over the
-                                                  last 20% (= ``adam_salsa_cooldown``)
-========================  ======================  ==============================
+============================  ======================  ==============================
+label                         search direction        applied step
+============================  ======================  ==============================
+``adam_salsa``                momentum-free (paper)   as searched (paper)
+``paper_cosine``              momentum-free (paper)   times a cosine from 1 to 0
+``momentum``                  momentum                as searched
+``momentum_cosine``           momentum                times a cosine from 1 to 0
+``momentum_cooldown``         momentum                1, then linear to 0 over the
+                                                      last 20% (= ``adam_salsa_cooldown``)
+``momentum_cooldown_c0.1``    momentum                as ``momentum_cooldown``, with the
+                                                      Armijo constant ``c = 0.1`` (0.3)
+============================  ======================  ==============================
 
 The cosine spans the whole run (``optax.cosine_decay_schedule(1, total_steps)``); the
 cool-down is :func:`optax_ls.cooldown_schedule` with its default 0.2. Results go to
@@ -54,16 +56,20 @@ def _cosine(total_steps: int) -> optax.Schedule:
   return optax.cosine_decay_schedule(1.0, max(total_steps, 1))
 
 
-def _variant(search_direction: str,
-             schedule: Callable[[int], optax.Schedule] | None) -> Callable[[Any], Any]:
+def _variant(search_direction: str, schedule: Callable[[int], optax.Schedule] | None,
+             **overrides: Any) -> Callable[[Any], Any]:
   """A harness builder: ``adam_salsa`` with this direction and applied-step schedule."""
 
   def build(ctx: Any) -> optax.GradientTransformationExtraArgs:
     step_schedule = None if schedule is None else schedule(ctx.total_steps)
     return optax_ls.adam_salsa(search_direction=search_direction, step_schedule=step_schedule,
-                               **ctx.config.kwargs)
+                               **{**overrides, **ctx.config.kwargs})
 
   return build
+
+
+def _cooldown(total_steps: int) -> optax.Schedule:
+  return optax_ls.cooldown_schedule(max(total_steps, 1))
 
 
 VARIANTS: dict[str, Callable[[Any], Any]] = {
@@ -71,8 +77,8 @@ VARIANTS: dict[str, Callable[[Any], Any]] = {
     "paper_cosine": _variant("momentum_free", _cosine),
     "momentum": _variant("momentum", None),
     "momentum_cosine": _variant("momentum", _cosine),
-    "momentum_cooldown": _variant("momentum", lambda total: optax_ls.cooldown_schedule(
-        max(total, 1))),
+    "momentum_cooldown": _variant("momentum", _cooldown),
+    "momentum_cooldown_c0.1": _variant("momentum", _cooldown, c=0.1),
 }
 """The variants, by label (``adam_salsa`` is the paper's configuration)."""
 
