@@ -34,13 +34,13 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 WORKLOADS = (
     ("CIFAR-10 subset, ResNet-20, 10 epochs", "quality_cifar_10ep.json", "val_accuracy",
-     ("sgd", "adam", "adam_const"), 1.0),
+     ("sgd", "adam", "adam_const"), 1.0, "cifar"),
     ("MNIST subset, MLP, 20 epochs", "quality_mnist.json", "val_accuracy",
-     ("sgd", "adam", "adam_const"), 0.5),
-    ("character GPT, 400 updates", "quality_lm.json", "val_bpc", ("adamw",), 0.05),
+     ("sgd", "adam", "adam_const"), 0.5, "mnist"),
+    ("character GPT, 400 updates", "quality_lm.json", "val_bpc", ("adamw",), 0.05, "lm"),
 )
 """Per workload: its name, result file, score, the tuned groups it is compared with, the
-largest allowed gap (accuracy points, or bits per character)."""
+largest allowed gap (accuracy points, or bits per character) and its suite."""
 
 PEERS = ("prodigy", "dog")
 
@@ -141,14 +141,25 @@ def main(argv: Sequence[str] | None = None) -> str:
   parser.add_argument("--method", default="adam_salsa_cooldown")
   parser.add_argument("--results", default=RESULTS, help="directory of the result files")
   parser.add_argument("--out", help="also write the table to this file")
+  parser.add_argument("--more", nargs="*", default=[], metavar="JSON",
+                      help="more result files of the same protocol (e.g. a recipe ablation's), "
+                           "each added to the workload of its suite: a method run there is "
+                           "checked against that workload's baselines")
   args = parser.parse_args(argv)
+  more: dict[str, list[dict[str, Any]]] = {}
+  for path in args.more:
+    with open(path) as f:
+      extra = json.load(f)
+    more.setdefault(extra["settings"]["suite"], []).extend(extra["results"])
   rows = []
-  for name, filename, key, groups, allowed in WORKLOADS:
+  for name, filename, key, groups, allowed, suite in WORKLOADS:
     path = os.path.join(args.results, filename)
     result = None
     if os.path.exists(path):
       with open(path) as f:
-        result = check(json.load(f), args.method, key, groups, allowed)
+        payload = json.load(f)
+      payload["results"] = payload["results"] + more.get(suite, [])
+      result = check(payload, args.method, key, groups, allowed)
     rows.append((name, allowed, result))
   text = markdown(args.method, rows)
   print(text)

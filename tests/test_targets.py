@@ -69,3 +69,18 @@ def test_main_writes_a_row_per_workload(tmp_path):
   rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
   assert len(rows) == 3 and sum("not run" in row for row in rows) == 2
   assert "beats Prodigy: 1; DoG: 0 (of 1 run)" in text
+
+
+def test_more_result_files_join_the_workload_of_their_suite(tmp_path):
+  baselines = _image()
+  baselines["results"] = [r for r in baselines["results"] if r["label"] != "recipe"]
+  (tmp_path / "quality_mnist.json").write_text(json.dumps(baselines))
+  variant = {"settings": {"suite": "mnist"},
+             "results": [_run("variant", "line_search", s, 0.97) for s in (0, 1, 2)]}
+  (tmp_path / "ablation.json").write_text(json.dumps(variant))
+  text = targets.main(["--method", "variant", "--results", str(tmp_path), "--more",
+                       str(tmp_path / "ablation.json")])
+  (mnist,) = [line for line in text.splitlines() if line.startswith("| MNIST")]
+  # 0.97 against SGD 0.1's 0.960: +1.00 points; beats Prodigy (0.94) and DoG (0.96).
+  assert "97.00 ± 0.00" in mnist and "+1.00 (0.5)" in mnist
+  assert "beats Prodigy: 1; DoG: 1 (of 1 run)" in text
