@@ -19,6 +19,9 @@ label                         search direction        applied step
                                                       last 20% (= ``adam_salsa_cooldown``)
 ``momentum_cooldown_c0.1``    momentum                as ``momentum_cooldown``, with the
                                                       Armijo constant ``c = 0.1`` (0.3)
+``warmup_cooldown``           momentum                linear from 0 to 1 over the first
+                                                      5%, then as ``momentum_cooldown``
+``warmup_cooldown_c0.1``      momentum                as ``warmup_cooldown``, ``c = 0.1``
 ============================  ======================  ==============================
 
 The cosine spans the whole run (``optax.cosine_decay_schedule(1, total_steps)``); the
@@ -44,6 +47,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 import optax_ls
@@ -72,6 +76,16 @@ def _cooldown(total_steps: int) -> optax.Schedule:
   return optax_ls.cooldown_schedule(max(total_steps, 1))
 
 
+WARMUP_FRACTION = 0.05
+"""The warm-up variants' share of the run: the tuned Adam(W) baselines' (linear from 0)."""
+
+
+def _warmup_cooldown(total_steps: int) -> optax.Schedule:
+  warmup = max(1, round(WARMUP_FRACTION * total_steps))
+  cooldown = _cooldown(total_steps)
+  return lambda count: jnp.minimum(1.0, (count + 1) / warmup) * cooldown(count)
+
+
 VARIANTS: dict[str, Callable[[Any], Any]] = {
     "adam_salsa": _variant("momentum_free", None),
     "paper_cosine": _variant("momentum_free", _cosine),
@@ -79,6 +93,8 @@ VARIANTS: dict[str, Callable[[Any], Any]] = {
     "momentum_cosine": _variant("momentum", _cosine),
     "momentum_cooldown": _variant("momentum", _cooldown),
     "momentum_cooldown_c0.1": _variant("momentum", _cooldown, c=0.1),
+    "warmup_cooldown": _variant("momentum", _warmup_cooldown),
+    "warmup_cooldown_c0.1": _variant("momentum", _warmup_cooldown, c=0.1),
 }
 """The variants, by label (``adam_salsa`` is the paper's configuration)."""
 
