@@ -47,7 +47,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import optax
 
 import optax_ls
@@ -81,9 +80,7 @@ WARMUP_FRACTION = 0.05
 
 
 def _warmup_cooldown(total_steps: int) -> optax.Schedule:
-  warmup = max(1, round(WARMUP_FRACTION * total_steps))
-  cooldown = _cooldown(total_steps)
-  return lambda count: jnp.minimum(1.0, (count + 1) / warmup) * cooldown(count)
+  return optax_ls.cooldown_schedule(max(total_steps, 1), warmup_fraction=WARMUP_FRACTION)
 
 
 VARIANTS: dict[str, Callable[[Any], Any]] = {

@@ -480,18 +480,23 @@ def adam_salsa(
   return optax.GradientTransformationExtraArgs(_core.unshare_init(init_fn), update_fn)
 
 
-def cooldown_schedule(total_steps: int, cooldown_fraction: float = 0.2) -> optax.Schedule:
+def cooldown_schedule(total_steps: int, cooldown_fraction: float = 0.2,
+                      warmup_fraction: float = 0.0) -> optax.Schedule:
   """The factor 1 until the last ``cooldown_fraction`` of ``total_steps``, then linear to 0.
 
   The factor of update ``t`` (from 0) is ``min(1, (total_steps - t) / n)`` with
   ``n = max(1, round(cooldown_fraction * total_steps))`` updates of cool-down; 0 from
-  ``total_steps`` on. ``cooldown_fraction=0`` keeps the factor 1 for the whole run. It is the
+  ``total_steps`` on. ``cooldown_fraction=0`` keeps the factor 1 for the whole run. With
+  ``warmup_fraction > 0`` the factor is also multiplied by ``min(1, (t + 1) / w)``,
+  ``w = max(1, round(warmup_fraction * total_steps))``: a linear warm-up. It is the
   ``step_schedule`` of :func:`adam_salsa_cooldown`; see :doc:`/methods/salsa`.
 
   Args:
     total_steps: the number of updates of the run (a positive integer).
     cooldown_fraction: the final fraction of the run over which the factor falls to 0, in
       [0, 1], default 0.2.
+    warmup_fraction: the first fraction of the run over which the factor rises linearly to
+      1, in [0, 1), default 0 (none).
 
   Returns:
     An :data:`optax.Schedule` of the update count.
@@ -509,12 +514,17 @@ def cooldown_schedule(total_steps: int, cooldown_fraction: float = 0.2) -> optax
   _core.check("total_steps", total_steps, lambda v: v >= 1 and v == int(v),
               "a positive integer")
   _core.check("cooldown_fraction", cooldown_fraction, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+  _core.check("warmup_fraction", warmup_fraction, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
   def schedule(count: jax.Array) -> jax.Array:
-    # jnp throughout: optax.inject_hyperparams may pass both arguments traced.
+    # jnp throughout: optax.inject_hyperparams may pass the arguments traced.
     total = jnp.asarray(total_steps, jnp.float32)
+    t = jnp.asarray(count, jnp.float32)
     n = jnp.maximum(1.0, jnp.round(jnp.asarray(cooldown_fraction, jnp.float32) * total))
-    return jnp.clip((total - jnp.asarray(count, jnp.float32)) / n, 0.0, 1.0)
+    factor = jnp.clip((total - t) / n, 0.0, 1.0)
+    warmup = jnp.asarray(warmup_fraction, jnp.float32)
+    w = jnp.maximum(1.0, jnp.round(warmup * total))
+    return jnp.where(warmup > 0, jnp.minimum(1.0, (t + 1.0) / w), 1.0) * factor
 
   return schedule
 
@@ -522,6 +532,7 @@ def cooldown_schedule(total_steps: int, cooldown_fraction: float = 0.2) -> optax
 def adam_salsa_cooldown(
     total_steps: int,
     cooldown_fraction: float = 0.2,
+    warmup_fraction: float = 0.0,
     init_step_size: float = 1.0,
     c: float = 0.3,
     b3: float = 0.99,
@@ -551,6 +562,9 @@ def adam_salsa_cooldown(
     total_steps: the number of updates of the run (a positive integer).
     cooldown_fraction: the final fraction of the run over which the step falls to 0, in
       [0, 1], default 0.2 (0 for none).
+    warmup_fraction: the first fraction of the run over which the applied step rises
+      linearly from 1/w of the searched one to all of it (w its updates), in [0, 1), default
+      0 (none); see :func:`cooldown_schedule`.
     init_step_size: the step size before the first search, default 1.
     c: the sufficient decrease constant, in (0, 1), default 0.3 (the paper's).
     b3: :math:`\beta_3`, the decay of :math:`h` and :math:`s`, in [0, 1), default 0.99.
@@ -596,7 +610,7 @@ def adam_salsa_cooldown(
     Search Adaptation, IJCNN 2024, Sec. III (the search); Hägele et al., Scaling Laws and
     Compute-Optimal Training Beyond Fixed Training Durations, NeurIPS 2024 (the cool-down).
   """
-  schedule = cooldown_schedule(total_steps, cooldown_fraction)
+  schedule = cooldown_schedule(total_steps, cooldown_fraction, warmup_fraction)
   return adam_salsa(
       init_step_size=init_step_size, c=c, b3=b3, decrease_factor=decrease_factor,
       increase_factor=increase_factor, speed_up=speed_up,

@@ -187,9 +187,24 @@ def test_cooldown_schedule_is_one_then_linear_to_zero(total: int, fraction: floa
     assert float(schedule(t)) == pytest.approx(expected, abs=1e-7), t
 
 
+@pytest.mark.parametrize("total,warmup,cooldown", [(20, 0.1, 0.2), (40, 0.05, 0.25), (9, 0.3, 0.0)])
+def test_cooldown_schedule_warms_up_linearly_first(total: int, warmup: float, cooldown: float):
+  schedule = optax_ls.cooldown_schedule(total, cooldown, warmup_fraction=warmup)
+  w, n = max(1, round(warmup * total)), max(1, round(cooldown * total))
+  for t in range(total + 2):
+    down = 1.0 if t <= total - n else max(0.0, (total - t) / n)
+    assert float(schedule(t)) == pytest.approx(min(1.0, (t + 1) / w) * down, abs=1e-7), t
+  # warmup_fraction=0 is the schedule without a warm-up, exactly.
+  plain, zero = optax_ls.cooldown_schedule(total, cooldown), optax_ls.cooldown_schedule(
+      total, cooldown, warmup_fraction=0.0)
+  assert all(float(plain(t)) == float(zero(t)) for t in range(total + 2))
+
+
 @pytest.mark.parametrize("kwargs,name", [({"total_steps": 0}, "total_steps"),
                                          ({"total_steps": 10, "cooldown_fraction": -0.1},
-                                          "cooldown_fraction")])
+                                          "cooldown_fraction"),
+                                         ({"total_steps": 10, "warmup_fraction": 1.0},
+                                          "warmup_fraction")])
 def test_cooldown_schedule_rejects_bad_arguments(kwargs, name):
   with pytest.raises(ValueError, match=f"`{name}`"):
     optax_ls.cooldown_schedule(**kwargs)
@@ -540,3 +555,17 @@ def test_salsa_step_size_varies_less_than_sls_across_mini_batches():
     ratios.append(cv["salsa"] / cv["sls"])
   assert max(ratios) < 1.0, ratios
   assert np.mean(ratios) < 0.75, ratios
+
+
+def test_adam_salsa_cooldown_warmup_scales_the_first_applied_steps():
+  def loss_fn(w):
+    return jnp.sum((w - 3.0) ** 2)
+
+  opt = optax_ls.adam_salsa_cooldown(total_steps=20, warmup_fraction=0.25)  # w = 5 updates
+  w, state = jnp.zeros(DIM), opt.init(jnp.zeros(DIM))
+  for t in range(6):
+    loss, g = jax.value_and_grad(loss_fn)(w)
+    updates, state = opt.update(g, state, w, value=loss, value_fn=loss_fn)
+    w = optax.apply_updates(w, updates)
+    assert float(state.learning_rate / state.step_size) == pytest.approx(min(1.0, (t + 1) / 5),
+                                                                         rel=1e-6)
