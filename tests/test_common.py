@@ -76,7 +76,14 @@ def test_state_exposes_learning_rate_and_evals(method: Method):
   assert jnp.asarray(evals).dtype == jnp.int32 and int(evals) >= method.min_evals
 
 
-@parametrize
+# Eager runs of the across-call methods cost 10-35 s each (every phase op-by-op): PLS and
+# LABPAL compare in the slow run; GOLS-I, TLR and SGD-HD cover the phased core here.
+_EAGER_SLOW = {"pls", "labpal_sgd", "labpal_nsgd"}
+
+
+@pytest.mark.parametrize("method", [
+    pytest.param(m, marks=pytest.mark.slow) if m.name in _EAGER_SLOW else m for m in METHODS
+], ids=lambda m: m.name)
 def test_jit_matches_eager(method: Method):
   opt = method.make()
   kw = {"steps": 5, "update_kwargs": method.update_kwargs}
