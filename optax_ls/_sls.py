@@ -370,7 +370,8 @@ def adam_sls(
     search_dir = jax.tree.map(lambda gi, r: -gi * r, g, inv_denom)
     applied_dir = jax.tree.map(lambda mi, r: -mi * r, mu_hat, inv_denom)
     slope = _core.real_vdot(g if grad is None else grad, search_dir)
-    outcome = _search(h, value_fn, extra_args, params, value, search_dir, slope, state.step_size)
+    outcome = _search(h, value_fn, extra_args, params, value, search_dir, slope, state.step_size,
+                      no_step_count=state.no_step_count)
     new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, applied_dir, updates)
     # A skipped step (non-finite gradient) leaves the moments as they were.
     keep = lambda new, old: jax.tree.map(  # noqa: E731
@@ -384,8 +385,8 @@ def adam_sls(
         step_size=outcome.step_size,
         num_evals=outcome.num_evals,
         exhausted=outcome.exhausted,
-        no_step_count=jnp.where(outcome.moved, 0, state.no_step_count + 1),
-        no_step_reason=outcome.reason,
+        no_step_count=outcome.no_step_count,
+        no_step_reason=outcome.no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
@@ -436,7 +437,7 @@ def _sls_transformation(
     else:
       slope = sign * _core.real_vdot(grad, updates)
     outcome = _search(h, value_fn, extra_args, params, value, updates, slope, state.step_size,
-                      sign=sign)
+                      no_step_count=state.no_step_count, sign=sign)
     new_updates = _core.masked_scale(outcome.moved, sign * outcome.learning_rate, updates,
                                      updates)
     prev_update = None
@@ -455,8 +456,8 @@ def _sls_transformation(
         num_evals=outcome.num_evals,
         exhausted=outcome.exhausted,
         prev_update=prev_update,
-        no_step_count=jnp.where(outcome.moved, 0, state.no_step_count + 1),
-        no_step_reason=outcome.reason,
+        no_step_count=outcome.no_step_count,
+        no_step_reason=outcome.no_step_reason,
     )
     return new_updates, optax.tree.cast_like(new_state, other_tree=state)
 
@@ -475,7 +476,8 @@ class _Outcome(NamedTuple):
   step_size: jax.Array  # where the next search starts from
   num_evals: jax.Array
   exhausted: jax.Array
-  reason: jax.Array  # why no step was made (_core.NO_STEP_REASONS; 0: a step)
+  no_step_count: jax.Array  # updates in a row without a step, this one included
+  no_step_reason: jax.Array  # why no step was made (_core.NO_STEP_REASONS; 0: a step)
 
 
 def _runtime_valid(h: _Hyper) -> jax.Array:
@@ -518,6 +520,8 @@ def _search(
     direction: optax.Updates,
     slope: jax.Array,
     step_size: jax.Array,
+    *,
+    no_step_count: jax.Array,
     sign: float = 1.0,
 ) -> _Outcome:
   """Resets the step size, searches along ``sign * direction`` and reads the outcome."""
@@ -554,8 +558,9 @@ def _search(
   new_step_size = jnp.where(
       result.accepted, result.step_size, jnp.where(exhausted, resume, step_size)
   )
-  _, reason = _core.no_step(jnp.zeros((), jnp.int32), applied > 0, invalid=~valid,
-                            non_finite=~healthy, not_descent=slope >= 0, exhausted=exhausted)
+  no_step_count, no_step_reason = _core.no_step(
+      no_step_count, applied > 0, invalid=~valid, non_finite=~healthy, not_descent=slope >= 0,
+      exhausted=exhausted)
   return _Outcome(
       moved=applied > 0,
       healthy=healthy,
@@ -563,7 +568,8 @@ def _search(
       step_size=new_step_size.astype(jnp.float32),
       num_evals=result.num_evals + num_extra,
       exhausted=exhausted,
-      reason=reason,
+      no_step_count=no_step_count,
+      no_step_reason=no_step_reason,
   )
 
 
