@@ -1,4 +1,5 @@
-"""Test configuration: eight fake CPU devices for the data-parallel tests.
+"""Test configuration: eight fake CPU devices for the data-parallel tests, and
+cheaper compilation for the whole run.
 
 XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend, so the flag is
 set here, before any test module imports JAX. Everything that is not
@@ -6,10 +7,37 @@ explicitly sharded still runs on the first device.
 """
 
 import os
+import shutil
+import tempfile
 
-_FLAG = "--xla_force_host_platform_device_count=8"
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+def _add_xla_flag(name: str, value: str) -> None:
+  if name not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{name}={value}".strip()
+
+
+_add_xla_flag("xla_force_host_platform_device_count", "8")
+# The tests compile far more than they run (small models, a few steps each):
+# LLVM's cheapest code generation takes about 30% off the suite's time. It
+# changes no HLO pass, so the programs' arithmetic is the one users run.
+_add_xla_flag("xla_backend_optimization_level", "0")
+
+# Many tests compile the same program (one model and method under several
+# properties): a compilation cache shared by the run's workers compiles each
+# once. It is empty at the start of every run and removed at its end, so no
+# run depends on an earlier one. ``PYTEST_XDIST_TESTRUNUID`` is the same in
+# every worker of one ``pytest -n`` run.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+_CACHE = os.path.join(tempfile.gettempdir(), f"optax_ls_test_jax_cache_{_RUN}")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_sessionfinish(session):
+  if not hasattr(session.config, "workerinput"):  # the controller, after its workers
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 # Property tests draw their examples deterministically, so that every run
 # checks the same examples (CI never fails on an example no earlier run saw).
