@@ -23,21 +23,24 @@ _add_xla_flag("xla_force_host_platform_device_count", "8")
 _add_xla_flag("xla_backend_optimization_level", "0")
 
 # Many tests compile the same program (one model and method under several
-# properties): a compilation cache shared by the run's workers compiles each
-# once. It is empty at the start of every run and removed at its end, so no
-# run depends on an earlier one. ``PYTEST_XDIST_TESTRUNUID`` is the same in
-# every worker of one ``pytest -n`` run.
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-_CACHE = os.path.join(tempfile.gettempdir(), f"optax_ls_test_jax_cache_{_RUN}")
+# properties): a compilation cache shared by the run's processes compiles each
+# once. The process that starts the run makes an empty one; ``pytest -n``'s
+# workers inherit it through the environment, and the starting process removes
+# it at the end, so no run depends on an earlier one. A cache directory the
+# user sets is used as it is and kept.
+_OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  _OWN_CACHE = tempfile.mkdtemp(prefix="optax_ls_test_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def pytest_sessionfinish(session):
-  if not hasattr(session.config, "workerinput"):  # the controller, after its workers
-    shutil.rmtree(_CACHE, ignore_errors=True)
+  del session
+  if _OWN_CACHE is not None:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
 
 # Property tests draw their examples deterministically, so that every run
 # checks the same examples (CI never fails on an example no earlier run saw).
