@@ -2,8 +2,9 @@
 
 :func:`optax_ls.adam_salsa_cooldown` differs from the paper's :func:`optax_ls.adam_salsa` in
 two options: the search direction (``search_direction="momentum"``: the smoothed Armijo
-condition along the direction the update applies) and a decay of the applied step at the end
-of the run (``step_schedule``). This benchmark trains the variants below with the quality
+condition along the direction the update applies) and a schedule of the applied step
+(``step_schedule``: a decay at the end of the run, and since 2026-12-08 a warm-up), and in
+its constant ``c = 0.1`` (the paper's 0.3). This benchmark trains the variants below with the quality
 protocol of ``benchmarks/quality.py`` (same suites, seeds, splits, batches and
 initialisations; ``--suite lm`` is the character GPT of ``benchmarks/quality_lm.py``), no
 baselines, so that each change is measured on its own:
@@ -16,12 +17,14 @@ label                         search direction        applied step
 ``momentum``                  momentum                as searched
 ``momentum_cosine``           momentum                times a cosine from 1 to 0
 ``momentum_cooldown``         momentum                1, then linear to 0 over the
-                                                      last 20% (= ``adam_salsa_cooldown``)
+                                                      last 20% (``adam_salsa_cooldown``'s
+                                                      first configuration, ``c = 0.3``)
 ``momentum_cooldown_c0.1``    momentum                as ``momentum_cooldown``, with the
                                                       Armijo constant ``c = 0.1`` (0.3)
 ``warmup_cooldown``           momentum                linear from 0 to 1 over the first
                                                       5%, then as ``momentum_cooldown``
 ``warmup_cooldown_c0.1``      momentum                as ``warmup_cooldown``, ``c = 0.1``
+                                                      (``adam_salsa_cooldown``'s defaults)
 ============================  ======================  ==============================
 
 The cosine spans the whole run (``optax.cosine_decay_schedule(1, total_steps)``); the

@@ -769,7 +769,8 @@ register_warmed_line_search(
 
 register_warmed_line_search(
     "adam_salsa_cooldown",
-    # A run long enough that the timed steps are before the cool-down (factor 1).
+    # A run long enough that the timed steps are before the cool-down (in its warm-up: the
+    # schedule's factor costs the same at every update).
     lambda a: optax_ls.adam_salsa_cooldown(total_steps=10**6),
     "optax_ls.adam_salsa_cooldown(): SaLSa along Adam's momentum direction (ours)",
 )

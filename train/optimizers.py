@@ -320,8 +320,8 @@ OPTIMIZERS: dict[str, _Entry] = {
     "adam_salsa_cooldown": _Entry(
         lambda ctx: optax_ls.adam_salsa_cooldown(total_steps=max(ctx.total_steps, 1),
                                                  **ctx.config.kwargs),
-        description="ours: Adam + SaLSa along the momentum direction, cool-down over the last "
-        "20% of the run",
+        description="ours: Adam + SaLSa (c = 0.1) along the momentum direction, warm-up over "
+        "the first 5% and cool-down over the last 20% of the run",
     ),
     "l_sls": _Entry(_with_epoch(optax_ls.l_sls), Needs(metric="loss"), "line search on the loss"),
     "a_sls": _Entry(
