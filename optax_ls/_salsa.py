@@ -764,8 +764,8 @@ def _step(
   ready = finite if check is None else finite & (check < 0)
   if value is not None:
     value0 = _core.as_scalar(value, "`value`")
-    finite = finite & jnp.isfinite(value0)
-    ready = ready & jnp.isfinite(value0)
+    value_finite = jnp.isfinite(value0)
+    finite, ready = finite & value_finite, ready & value_finite
   ready = ready & valid
   b3 = h.b3
 
@@ -780,7 +780,8 @@ def _step(
       extra = ready.astype(jnp.int32)
     else:
       v0, extra = value0, 0
-    descent = ready & jnp.isfinite(v0) & jnp.isfinite(slope) & (slope < 0)
+    line_finite = jnp.isfinite(v0) & jnp.isfinite(slope)
+    descent = ready & line_finite & (slope < 0)
     norm_avg = b3 * state.norm_avg + (1.0 - b3) * (-slope)
     rule = salsa_rule(v0, norm_avg, state.decrease_avg, h.c, b3, h.decrease_factor,
                       h.require_decrease)
@@ -796,8 +797,8 @@ def _step(
     )
     return _Search(
         searched=descent,
-        ascent=ready & jnp.isfinite(v0) & jnp.isfinite(slope) & ~descent,
-        non_finite=ready & ~(jnp.isfinite(v0) & jnp.isfinite(slope)),
+        ascent=ready & line_finite & ~descent,
+        non_finite=ready & ~line_finite,
         accepted=descent & result.accepted,
         step_size=result.step_size,
         next_step_size=result.next_step_size,
