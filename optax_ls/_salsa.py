@@ -555,9 +555,9 @@ def adam_salsa_cooldown(
   :math:`-\hat m / (\sqrt{\hat v} + \epsilon)`), the sufficient decrease constant
   ``c = 0.1`` (the paper's 0.3), and
   ``step_schedule=cooldown_schedule(total_steps, cooldown_fraction, warmup_fraction)``: the
-  searched step is applied times a factor rising linearly over the first 5% of the run, as it
-  is in the middle, then, over the last ``cooldown_fraction`` of the run, times a factor
-  falling linearly to 0. Everything else is the paper's. See :doc:`/methods/salsa` for why
+  searched step is applied times a factor rising linearly over the first ``warmup_fraction``
+  of the run, as it is in the middle, then, over the last ``cooldown_fraction`` of the run,
+  times a factor falling linearly to 0. Everything else is the paper's. See :doc:`/methods/salsa` for why
   each option helps (measured on three workloads; ``warmup_fraction=0, c=0.3`` gives the
   recipe's first configuration).
 

@@ -137,7 +137,7 @@ def test_calls_follow_the_float64_replay_of_alg4(c2, eta, a, w0, log_init, noise
   ref_points, _, _ = _replay(w0, centers, a, init, c2, eta, 1e-8, 1e7)
   # Compare the calls before the gradient nears float32 rounding (near the
   # optimum of a noise-free problem).
-  small = np.linalg.norm(a * (ref_points - centers), axis=1) < 1e-3
+  stop = np.linalg.norm(a * (ref_points - centers), axis=1) < 1e-3
   # ... and while the replay itself is resolved at float32 precision: a step
   # near 2 / a overshoots and amplifies any rounding, so a float32-sized change
   # of the start (1e-7) must move no point by more than 1e-6 (a tenth of atol).
@@ -146,8 +146,8 @@ def test_calls_follow_the_float64_replay_of_alg4(c2, eta, a, w0, log_init, noise
     shifted, _, _ = _replay(w0 + sign * 1e-7 * (1.0 + np.abs(w0)), centers, a,
                             init * (1.0 + sign * 1e-7), c2, eta, 1e-8, 1e7)
     moved = np.maximum(moved, np.abs(shifted - ref_points).max(axis=1))
-  small |= moved > 1e-6
-  centers = centers[: int(np.argmax(small)) if small.any() else CALLS]
+  stop |= moved > 1e-6
+  centers = centers[: int(np.argmax(stop)) if stop.any() else CALLS]
   ref_points, ref_accepted, rel = _replay(w0, centers, a, init, c2, eta, 1e-8, 1e7)
   # float32 rounding must not be able to flip a sign test.
   assume(all(abs(r) > 1e-3 and abs(r - c2) > 1e-3 for r in rel))
