@@ -4,8 +4,8 @@
 two options: the search direction (``search_direction="momentum"``: the smoothed Armijo
 condition along the direction the update applies) and a schedule of the applied step
 (``step_schedule``: a decay at the end of the run, and since 2026-12-08 a warm-up), and in
-its constant ``c = 0.1`` (the paper's 0.3). This benchmark trains the variants below with the quality
-protocol of ``benchmarks/quality.py`` (same suites, seeds, splits, batches and
+its constant ``c = 0.1`` (the paper's 0.3). This benchmark trains the variants below with the
+quality protocol of ``benchmarks/quality.py`` (same suites, seeds, splits, batches and
 initialisations; ``--suite lm`` is the character GPT of ``benchmarks/quality_lm.py``), no
 baselines, so that each change is measured on its own:
 

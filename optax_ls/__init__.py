@@ -14,7 +14,7 @@ whose ``update`` takes the mini-batch objective as ``value_fn``::
 
 from optax_ls._accumulate import accumulate
 from optax_ls._adapters import apply_gradients, lookahead, multi_transform, nnx_value_fn
-from optax_ls._core import SearchResult, backtracking_search
+from optax_ls._core import SearchResult, backtracking_search, compute_dtype
 from optax_ls._gols import ScaleByGolsIState, gols_i, scale_by_gols_i
 from optax_ls._hypergradient import (
     ScaleByHypergradientState,
@@ -85,6 +85,7 @@ __all__ = [
     "apply_gradients",
     "backtracking_search",
     "check_progress",
+    "compute_dtype",
     "cooldown_schedule",
     "gols_i",
     "l_sls",

@@ -66,6 +66,7 @@ def backtracking_search(
     min_step_size: float | Array,
     max_step_size: float | Array,
     enabled: Array | bool = True,
+    value_dtype: Any = None,
 ) -> SearchResult:
   r"""Runs a bounded line search in one :func:`jax.lax.while_loop`.
 
@@ -108,9 +109,12 @@ def backtracking_search(
     enabled: when false the loop runs no trial (e.g. a zero or non-descent
       direction); the result then reports no acceptance and zero evaluations.
       Default True.
+    value_dtype: the dtype the trial values are compared in (see
+      :func:`compute_dtype`); default: that of ``trial_value``'s result, at least
+      float32.
 
   Returns:
-    A :class:`SearchResult` (float32 step sizes and value, bool
+    A :class:`SearchResult` (float32 step sizes, the value in ``value_dtype``, bool
     ``accepted``, int32 ``num_evals``): the accepted step, or the last trial
     and the step to resume from when none was accepted.
 
@@ -139,6 +143,8 @@ def backtracking_search(
     raise ValueError(f"backtracking_search: max_evals must be at least 1, got {max_evals}.")
   first_step_size = jnp.asarray(first_step_size, jnp.float32)
   zero = jnp.zeros((), jnp.float32)
+  if value_dtype is None:
+    value_dtype = compute_dtype(jax.eval_shape(trial_value, first_step_size))
 
   class _Carry(NamedTuple):
     step_size: Array
@@ -154,7 +160,7 @@ def backtracking_search(
 
   def body_fn(carry: _Carry) -> _Carry:
     eta = carry.next_step_size
-    value = jnp.asarray(trial_value(eta), jnp.float32)
+    value = as_scalar(trial_value(eta), "the trial value", value_dtype)
     finite = jnp.isfinite(value)
     # A non-finite trial is a failed trial: the rule sees it as +inf (the
     # worst value), so that it backtracks, and it is never accepted.
@@ -177,7 +183,7 @@ def backtracking_search(
 
   init = _Carry(
       step_size=first_step_size,
-      value=jnp.asarray(jnp.nan, jnp.float32),
+      value=jnp.asarray(jnp.nan, value_dtype),
       accepted=jnp.zeros((), bool),
       next_step_size=first_step_size,
       fallback=zero,
@@ -289,12 +295,64 @@ def bind_value_fn(
   return lambda params: value_fn(params, **kwargs)
 
 
-def as_scalar(value: Any, what: str) -> Array:
-  """Casts a scalar objective value to float32, with a clear error otherwise."""
+def compute_dtype(*trees: Any) -> jnp.dtype:
+  """The one dtype rule of the library: the real dtype every search decision is made in.
+
+  ``promote_types`` of the floating dtypes of the leaves of ``trees`` (the parameters,
+  the loss) and float32, made real: losses, slopes, norms and fitted coefficients of
+  float64 parameters (or of a float64 loss) are computed in float64, those of float32,
+  bfloat16 or float16 ones in float32. Integer and boolean leaves do not count. Step
+  sizes kept in a method's state may stay float32 (a step size needs no more digits:
+  every comparison that decides a step is made in this dtype).
+
+  Args:
+    *trees: pytrees (or arrays, or ``jax.ShapeDtypeStruct``) whose leaves' dtypes count.
+
+  Returns:
+    A real floating dtype, float32 or wider.
+
+  Example:
+    >>> import jax.numpy as jnp, optax_ls
+    >>> params = {"w": jnp.zeros(3, jnp.bfloat16)}
+    >>> optax_ls.compute_dtype(params, jnp.float32(1.0))
+    dtype('float32')
+
+  References:
+    The rule is this library's; it follows :func:`jax.numpy.promote_types` and the
+    floating-point error analysis of Higham, Accuracy and Stability of Numerical
+    Algorithms, 2nd ed., SIAM 2002, Ch. 2-4 (a difference of rounded values carries their
+    rounding, so losses are compared in the parameters' precision or more).
+  """
+  dtype = jnp.dtype(jnp.float32)
+  for leaf in jax.tree.leaves(trees):
+    leaf_dtype = getattr(leaf, "dtype", None)
+    leaf_dtype = jnp.result_type(leaf) if leaf_dtype is None else jnp.dtype(leaf_dtype)
+    if jnp.issubdtype(leaf_dtype, jnp.inexact):
+      dtype = jnp.promote_types(dtype, leaf_dtype)
+  return jnp.finfo(dtype).dtype  # the real dtype of a complex one
+
+
+def buffer_dtype(x: Any) -> jnp.dtype:
+  """The dtype of a parameter-sized buffer (a direction, a moment) of the leaf ``x``.
+
+  At least float32, complex kept complex: ``promote_types(x.dtype, float32)``.
+  """
+  dtype = getattr(x, "dtype", None)
+  return jnp.promote_types(jnp.result_type(x) if dtype is None else dtype, jnp.float32)
+
+
+def as_scalar(value: Any, what: str, dtype: Any = None) -> Array:
+  """A scalar objective value in :func:`compute_dtype` of it (and ``dtype``), or a clear error.
+
+  ``dtype`` is the decision dtype of the parameters (default float32): a float32 loss
+  of float64 parameters is widened to float64, a float64 loss is never narrowed.
+  """
   value = jnp.asarray(value)
   if value.size != 1:
     raise ValueError(f"{what} must be a scalar, got an array of shape {value.shape}.")
-  return value.reshape(()).astype(jnp.float32)
+  target = compute_dtype(value, jnp.zeros((), jnp.float32 if dtype is None else dtype))
+  return value.reshape(()).real.astype(target) if jnp.iscomplexobj(value) else (
+      value.reshape(()).astype(target))
 
 
 def add_step(params: Any, step_size: Array, direction: Any) -> Any:
@@ -318,26 +376,29 @@ def masked_scale(ok: Array, step_size: Array, direction: Any, like: Any) -> Any:
   The zero does not depend on the direction's values, so a NaN direction with
   ``ok`` false still gives a zero update. Leaves take the dtype of ``like``.
   """
-  return jax.tree.map(
-      lambda d, u: jnp.where(ok, step_size * d.astype(jnp.float32), 0.0).astype(u.dtype),
-      direction,
-      like,
-  )
+  def scale(d: Array, u: Array) -> Array:
+    dtype = jnp.promote_types(buffer_dtype(d), u.dtype)
+    return jnp.where(ok, jnp.asarray(step_size).astype(dtype) * d.astype(dtype),
+                     0.0).astype(u.dtype)
+
+  return jax.tree.map(scale, direction, like)
 
 
 def real_vdot(a: Any, b: Any) -> Array:
-  """``<a, b>`` summed over the tree, as float32.
+  """``<a, b>`` summed over the tree, real, in :func:`compute_dtype` of ``a`` and ``b``.
 
   The products and the sum are formed in at least float32: bfloat16 (or float16)
   leaves are widened first, so that a slope or a squared norm of a bfloat16 model is
-  not rounded to 8 bits of mantissa before the search decides with it.
+  not rounded to 8 bits of mantissa before the search decides with it; float64 leaves
+  give a float64 result.
   """
   def widen(x: Any) -> Any:
     x = jnp.asarray(x)
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
-  return jnp.asarray(optax.tree.vdot(jax.tree.map(widen, a), jax.tree.map(widen, b)),
-                     jnp.float32).real
+  dtype = compute_dtype(a, b)
+  return jnp.asarray(optax.tree.vdot(jax.tree.map(widen, a), jax.tree.map(widen, b))).real.astype(
+      dtype)
 
 
 # ---------------------------------------------------------------------------

@@ -42,7 +42,8 @@ class ScaleByGolsIState(NamedTuple):
     slope_at_zero: :math:`l'_{B_0}(0) = \langle g_0, d\rangle`, the
       directional derivative at ``w`` of the current line (negative).
     slope: the directional derivative :math:`\langle g, d\rangle` measured
-      by the last trial call (0 on a start call or where it was not finite).
+      by the last trial call (0 on a start call or where it was not finite). Both slopes are in
+      :func:`optax_ls.compute_dtype` of the parameters (float64 for float64 ones).
     num_evals: ``value_fn`` calls in the last update: always 0 (int32);
       GOLS-I only uses the gradient each call is given.
     num_searches: searches accepted so far (int32).
@@ -255,13 +256,14 @@ def _gols_transformation(
   def init_fn(params: optax.Params) -> ScaleByGolsIState:
     zero = jnp.zeros((), f32)
     izero = jnp.zeros((), jnp.int32)
+    slope_zero = jnp.zeros((), _core.compute_dtype(params))  # slopes in the decisions' dtype
     return ScaleByGolsIState(
         clock=_phased.init_clock(_START),
         learning_rate=zero,
         first_step=jnp.asarray(init_step_size, f32),
         max_step=zero,
-        slope_at_zero=zero,
-        slope=zero,
+        slope_at_zero=slope_zero,
+        slope=slope_zero,
         num_evals=izero,
         num_searches=izero,
         num_failed=izero,
@@ -311,13 +313,15 @@ def _gols_transformation(
           first_step=state.first_step,
           max_step=state.max_step,
           slope_at_zero=state.slope_at_zero,
-          slope=zero,
+          slope=jnp.zeros_like(state.slope),
           num_searches=state.num_searches,
           num_failed=state.num_failed,
           no_step_count=state.no_step_count,
           no_step_reason=state.no_step_reason,
       )
-      return kept._replace(**changes)
+      # Every phase returns the same dtypes (those of the state).
+      return kept._replace(**{k: jnp.asarray(v).astype(getattr(kept, k).dtype)
+                              for k, v in changes.items()})
 
     def start(clock: _phased.PhaseClock, _) -> tuple[_Plan, _phased.Transition]:
       del clock

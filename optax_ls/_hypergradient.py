@@ -178,7 +178,7 @@ def _hd_transformation(
     return ScaleByHypergradientState(
         learning_rate=jnp.array(init_learning_rate, jnp.float32),  # a copy
         num_evals=jnp.zeros((), jnp.int32),
-        previous=jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), params),
+        previous=jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), _core.buffer_dtype(x)), params),
         no_step_count=jnp.zeros((), jnp.int32),
         no_step_reason=jnp.zeros((), jnp.int32),
     )
@@ -201,7 +201,7 @@ def _hd_transformation(
       # One pass over grad, the stored direction and the new one: `0 * u` is
       # NaN where u is not finite, so the sum checks the direction as well.
       slope = sign * sum(
-          jnp.sum(g.astype(jnp.float32) * u_prev + 0.0 * u.astype(jnp.float32))
+          jnp.sum(g.astype(u_prev.dtype) * u_prev + 0.0 * u.astype(u_prev.dtype))
           for g, u_prev, u in zip(jax.tree.leaves(grad), jax.tree.leaves(state.previous),
                                   jax.tree.leaves(updates), strict=True))
     # The stored direction is finite, so a non-finite entry of u_t (or grad)
@@ -221,9 +221,10 @@ def _hd_transformation(
       rate = jnp.maximum(rate, min_learning_rate)
     rate = jnp.where(ok, rate, state.learning_rate)
     new_updates = jax.tree.map(
-        lambda u: jnp.where(ok, (sign * rate) * u.astype(jnp.float32), 0.0).astype(u.dtype),
+        lambda u: jnp.where(ok, (sign * rate) * u.astype(_core.buffer_dtype(u)),
+                            0.0).astype(u.dtype),
         updates)
-    previous = jax.tree.map(lambda u, old: jnp.where(ok, u.astype(jnp.float32), old),
+    previous = jax.tree.map(lambda u, old: jnp.where(ok, u.astype(old.dtype), old),
                             updates, state.previous)
     # No search: an update steps unless invalid or non-finite inputs skip it.
     no_step_count, no_step_reason = _core.no_step(state.no_step_count, ok, invalid=~valid,

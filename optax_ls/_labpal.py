@@ -9,7 +9,6 @@ Reference:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -343,8 +342,8 @@ def _labpal_transformation(
   with_accumulator = momentum is not None and accumulates
 
   def init_fn(params: optax.Params) -> ScaleByLabpalState:
-    buffers = jax.tree.map(lambda p: jnp.zeros(p.shape, _buffer_dtype(p.dtype)), params)
-    dtype = _compute_dtype(params)
+    buffers = jax.tree.map(lambda p: jnp.zeros(p.shape, _core.buffer_dtype(p)), params)
+    dtype = _core.compute_dtype(params)
     zero = jnp.zeros((), dtype)
     izero = jnp.zeros((), jnp.int32)
     return ScaleByLabpalState(
@@ -702,17 +701,6 @@ def _validate(**kw: Any) -> None:
       )
     if any(isinstance(k, bool) or int(k) != k or k < 1 for _, k in pairs):
       raise ValueError(f"`batch_schedule` factors must be positive integers, got {schedule!r}.")
-
-
-def _buffer_dtype(dtype: Any) -> Any:
-  """At least float32: directions accumulate in single precision or more."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _compute_dtype(params: Any) -> Any:
-  """The dtype of the scalar state: float32, or float64 for float64 params."""
-  dtypes = [_buffer_dtype(jnp.asarray(p).dtype) for p in jax.tree.leaves(params)]
-  return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
 
 
 def _scalar(value: Any, dtype: Any) -> jax.Array:

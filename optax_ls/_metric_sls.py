@@ -38,7 +38,8 @@ class ScaleByMetricSlsState(NamedTuple):
       (trial budget or ``min_step_size`` reached).
     slope: the finite-difference directional derivative of the metric along
       the search direction ``d`` in the last update,
-      ``(m(w + eps d) - m(w)) / eps`` (float32; 0 when that update made no
+      ``(m(w + eps d) - m(w)) / eps`` (in :func:`optax_ls.compute_dtype` of the
+      parameters: float64 for float64 ones, else float32; 0 when that update made no
       search because of a non-finite input). For l-SLS with ``d = -g`` it
       approximates ``-||g||^2``; the paper's ``h'(0)`` is ``-slope`` for a
       minimised metric and ``slope`` for a maximised one.
@@ -520,13 +521,12 @@ def _metric_sls(
   orientation = -1.0 if maximize else 1.0
 
   def init_fn(params: optax.Params) -> ScaleByMetricSlsState:
-    del params
     return ScaleByMetricSlsState(
         learning_rate=jnp.asarray(h.init_step_size, jnp.float32),
         step_size=jnp.asarray(h.init_step_size, jnp.float32),
         num_evals=jnp.zeros((), jnp.int32),
         exhausted=jnp.zeros((), bool),
-        slope=jnp.zeros((), jnp.float32),
+        slope=jnp.zeros((), _core.compute_dtype(params)),
         no_step_count=jnp.zeros((), jnp.int32),
         no_step_reason=jnp.zeros((), jnp.int32),
     )
@@ -564,10 +564,10 @@ def _metric_sls(
       num_evals += 1
     m0 = _scalar(metric_value, "the metric at `params`")
     m_eps = _scalar(metric_at(eps), "the metric")
-    # The difference in the metric's own precision (a float64 metric stays float64).
-    dtype = jnp.promote_types(jnp.result_type(m0, m_eps), jnp.float32)
-    slope = ((m_eps.astype(dtype) - m0.astype(dtype)) / eps).astype(jnp.float32)
-    value0 = orientation * m0.astype(jnp.float32)
+    # The decisions in the dtype of the parameters and the metric (float64 for either).
+    dtype = _core.compute_dtype(params, m0, m_eps)
+    slope = (m_eps.astype(dtype) - m0.astype(dtype)) / eps
+    value0 = orientation * m0.astype(dtype)
     dd = _core.real_vdot(updates, updates)
     healthy = jnp.isfinite(value0) & jnp.isfinite(slope) & jnp.isfinite(dd)
     if value is not None:  # a non-finite loss makes the gradient suspect, whatever the metric
@@ -581,13 +581,17 @@ def _metric_sls(
       not_descent = not_descent | (orientation * slope >= 0)
 
     result = _core.backtracking_search(
-        lambda eta: orientation * _core.as_scalar(metric_at(eta), "the metric"),
-        _core.armijo_rule(value0, orientation * slope, h.c, h.decrease_factor),
+        lambda eta: orientation * _core.as_scalar(metric_at(eta), "the metric", dtype),
+        # A slope that shows no improvement would let the threshold admit a worse metric
+        # than m(w) (ours: it then asks for no worsening; see docs/methods/metric_sls.rst).
+        _core.armijo_rule(value0, jnp.minimum(orientation * slope, 0.0), h.c,
+                          h.decrease_factor),
         _sls._reset_step_size(h, state.step_size),
         max_evals=h.max_backtracking_steps,
         min_step_size=h.min_step_size,
         max_step_size=h.max_step_size,
         enabled=enabled,
+        value_dtype=dtype,
     )
     accepted = enabled & result.accepted
     exhausted = enabled & ~result.accepted
@@ -604,7 +608,7 @@ def _metric_sls(
         step_size=step_size.astype(jnp.float32),
         num_evals=result.num_evals + num_evals,
         exhausted=exhausted,
-        slope=jnp.where(healthy, slope, 0.0).astype(jnp.float32),
+        slope=jnp.where(healthy, slope, 0.0),
         no_step_count=no_step_count,
         no_step_reason=no_step_reason,
     )

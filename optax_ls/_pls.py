@@ -553,7 +553,7 @@ def _pls_transformation(
   min_step_size, max_step_size = hyper["min_step_size"], hyper["max_step_size"]
 
   def init_fn(params: optax.Params) -> ScaleByPlsState:
-    dtype = _compute_dtype(params)
+    dtype = _core.compute_dtype(params)
     size = int(_core.concrete(budget)) + 1
     # Separate arrays for every leaf, so that the state can be donated.
     zero = lambda: jnp.zeros((), dtype)  # noqa: E731
@@ -578,7 +578,7 @@ def _pls_transformation(
         sigma_df=jnp.full((), _MIN_SIGMA, dtype),
         num_wolfe=izero(),
         num_exhausted=izero(),
-        direction=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _buffer_dtype(p.dtype)), params),
+        direction=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), _core.buffer_dtype(p)), params),
         no_step_count=izero(),
         no_step_reason=izero(),
     )
@@ -860,14 +860,3 @@ def _validate(**kw: Any) -> None:
   check("reset_factor", kw["reset_factor"], lambda v: v > 0.0, "positive")
   check("max_extrapolations", kw["max_extrapolations"], lambda v: v >= 0 and v == int(v),
         "a non-negative integer")
-
-
-def _buffer_dtype(dtype: Any) -> Any:
-  """At least float32: the direction is held in single precision or more."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _compute_dtype(params: Any) -> Any:
-  """The dtype of the scalar state: float32, or float64 for float64 params."""
-  dtypes = [_buffer_dtype(jnp.asarray(p).dtype) for p in jax.tree.leaves(params)]
-  return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))

@@ -43,6 +43,8 @@ class ScaleBySalsaState(NamedTuple):
     norm_avg: :math:`s`, the exponential average of the gradient norm
       :math:`-\langle g, d\rangle` (:math:`\|g\|^2` for SGD) of the searches
       (Eq. 5).
+      Both in :func:`optax_ls.compute_dtype` of the parameters (float64 for float64
+      ones, else float32), as every value the search compares.
     step_size_fast: the exponential average (decay 0.9) of the accepted step
       sizes (Eq. 8), updated after each accepted search.
     step_size_slow: the same with decay 0.99.
@@ -87,6 +89,7 @@ class AdamSalsaState(NamedTuple):
     decrease_avg: :math:`h`, the averaged loss decrease (Eq. 5).
     norm_avg: :math:`s`, the averaged preconditioned gradient norm
       :math:`\sum_i g_i^2 / (\sqrt{\hat v_i} + \epsilon)` (Eq. 7).
+      Both in :func:`optax_ls.compute_dtype` of the parameters.
     step_size_fast: the 0.9 average of the accepted step sizes (Eq. 8).
     step_size_slow: the 0.99 average of the accepted step sizes.
     search_interval: :math:`L`, the search interval (Eq. 11; int32).
@@ -402,11 +405,11 @@ def adam_salsa(
 
   def init_fn(params: optax.Params) -> AdamSalsaState:
     def zeros() -> optax.Params:  # two calls: separate buffers, so the state can be donated
-      return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+      return jax.tree.map(lambda p: jnp.zeros(p.shape, _core.buffer_dtype(p)), params)
 
     return AdamSalsaState(
         count=jnp.zeros((), jnp.int32), mu=zeros(), nu=zeros(),
-        **_init_search_fields(init_step_size),
+        **_init_search_fields(init_step_size, _core.compute_dtype(params)),
     )
 
   def update_fn(
@@ -421,7 +424,7 @@ def adam_salsa(
   ) -> tuple[optax.Updates, AdamSalsaState]:
     value_fn = _core.require_value_fn(value_fn, "adam_salsa")
     _core.require_params(params, "adam_salsa")
-    g = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
+    g = jax.tree.map(lambda u: u.astype(_core.buffer_dtype(u)), updates)
     # -sum |g|: finite and negative for a usable gradient. (Not -||g||^2: XLA
     # would share g^2 with the second moment and write it out.)
     check = -sum(jnp.sum(jnp.abs(gi)) for gi in jax.tree.leaves(g))
@@ -557,9 +560,9 @@ def adam_salsa_cooldown(
   ``step_schedule=cooldown_schedule(total_steps, cooldown_fraction, warmup_fraction)``: the
   searched step is applied times a factor rising linearly over the first ``warmup_fraction``
   of the run, as it is in the middle, then, over the last ``cooldown_fraction`` of the run,
-  times a factor falling linearly to 0. Everything else is the paper's. See :doc:`/methods/salsa` for why
-  each option helps (measured on three workloads; ``warmup_fraction=0, c=0.3`` gives the
-  recipe's first configuration).
+  times a factor falling linearly to 0. Everything else is the paper's. See
+  :doc:`/methods/salsa` for why each option helps (measured on three workloads;
+  ``warmup_fraction=0, c=0.3`` gives the recipe's first configuration).
 
   Args:
     total_steps: the number of updates of the run (a positive integer).
@@ -680,15 +683,16 @@ class _Outcome(NamedTuple):
   fields: _Fields  # fields.learning_rate is the applied step (0 if none)
 
 
-def _init_search_fields(init_step_size: Any) -> dict[str, jax.Array]:
+def _init_search_fields(init_step_size: Any, dtype: Any) -> dict[str, jax.Array]:
+  """The search fields at the start; the averaged margins in ``dtype`` (the decisions')."""
   zero = jnp.zeros((), jnp.float32)
   return _Fields(
       learning_rate=jnp.asarray(init_step_size, jnp.float32),
       step_size=jnp.asarray(init_step_size, jnp.float32),
       num_evals=jnp.zeros((), jnp.int32),
       exhausted=jnp.zeros((), bool),
-      decrease_avg=zero,
-      norm_avg=zero,
+      decrease_avg=jnp.zeros((), dtype),
+      norm_avg=jnp.zeros((), dtype),
       step_size_fast=zero,
       step_size_slow=zero,
       # L = 1 and no update since: the first update searches.
@@ -762,20 +766,23 @@ def _step(
     valid = _runtime_valid(h)
   finite = jnp.ones((), bool) if check is None else jnp.isfinite(check)
   ready = finite if check is None else finite & (check < 0)
+  # The decisions' dtype: of the parameters and the loss (traced, not run, without `value`).
+  dtype = _core.compute_dtype(params, jax.eval_shape(objective, params) if value is None
+                              else value)
   if value is not None:
-    value0 = _core.as_scalar(value, "`value`")
+    value0 = _core.as_scalar(value, "`value`", dtype)
     value_finite = jnp.isfinite(value0)
     finite, ready = finite & value_finite, ready & value_finite
   ready = ready & valid
   b3 = h.b3
 
   def search() -> _Search:
-    slope = jnp.asarray(slope_fn(), jnp.float32)
+    slope = jnp.asarray(slope_fn()).astype(dtype)
     if value is None:
       # The loss at params, only when the gradient can be used.
       v0 = jax.lax.cond(
-          ready, lambda: _core.as_scalar(objective(params), "`value_fn(params)`"),
-          lambda: jnp.full((), jnp.nan, jnp.float32),
+          ready, lambda: _core.as_scalar(objective(params), "`value_fn(params)`", dtype),
+          lambda: jnp.full((), jnp.nan, dtype),
       )
       extra = ready.astype(jnp.int32)
     else:
@@ -794,6 +801,7 @@ def _step(
         min_step_size=h.min_step_size,
         max_step_size=h.max_step_size,
         enabled=descent,
+        value_dtype=dtype,
     )
     return _Search(
         searched=descent,
@@ -803,9 +811,9 @@ def _step(
         step_size=result.step_size,
         next_step_size=result.next_step_size,
         num_evals=(result.num_evals + extra).astype(jnp.int32),
-        norm_avg=jnp.asarray(norm_avg, jnp.float32),
-        decrease_avg=jnp.asarray(b3 * state.decrease_avg + (1.0 - b3) * (v0 - result.value),
-                                 jnp.float32),
+        norm_avg=jnp.asarray(norm_avg).astype(dtype),
+        decrease_avg=jnp.asarray(b3 * state.decrease_avg + (1.0 - b3) * (v0 - result.value)
+                                 ).astype(dtype),
     )
 
   def skip() -> _Search:
@@ -818,8 +826,8 @@ def _step(
         step_size=zero,
         next_step_size=zero,
         num_evals=jnp.zeros((), jnp.int32),
-        norm_avg=jnp.asarray(state.norm_avg, jnp.float32),
-        decrease_avg=jnp.asarray(state.decrease_avg, jnp.float32),
+        norm_avg=jnp.asarray(state.norm_avg).astype(dtype),
+        decrease_avg=jnp.asarray(state.decrease_avg).astype(dtype),
     )
 
   # The predicate depends on the state alone, not on this update's gradient:
@@ -877,8 +885,8 @@ def _salsa_transformation(
   h = _validate(**hyper)
 
   def init_fn(params: optax.Params) -> ScaleBySalsaState:
-    del params
-    return ScaleBySalsaState(**_init_search_fields(h.init_step_size))
+    return ScaleBySalsaState(**_init_search_fields(h.init_step_size,
+                                                   _core.compute_dtype(params)))
 
   def update_fn(
       updates: optax.Updates,

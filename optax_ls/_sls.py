@@ -333,7 +333,7 @@ def adam_sls(
   _core.check("eps", eps, lambda v: v > 0.0, "positive")
 
   def init_fn(params: optax.Params) -> AdamSlsState:
-    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, _core.buffer_dtype(p)), params)
     return AdamSlsState(
         count=jnp.zeros((), jnp.int32),
         mu=zeros,
@@ -358,7 +358,7 @@ def adam_sls(
   ) -> tuple[optax.Updates, AdamSlsState]:
     value_fn = _core.require_value_fn(value_fn, "adam_sls")
     _core.require_params(params, "adam_sls")
-    g = jax.tree.map(lambda u: u.astype(jnp.float32), updates)
+    g = jax.tree.map(lambda u: u.astype(_core.buffer_dtype(u)), updates)
     count = optax.safe_increment(state.count)
     mu = optax.tree.update_moment(g, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(g, state.nu, b2, 2)
@@ -530,7 +530,7 @@ def _search(
   if value is None:
     value = objective(params)
     num_extra = 1
-  value0 = _core.as_scalar(value, "`value`")
+  value0 = _core.as_scalar(value, "`value`", _core.compute_dtype(params))
   healthy = jnp.isfinite(value0) & jnp.isfinite(slope)
   valid = _runtime_valid(h)
   descent = healthy & (slope < 0) & valid
@@ -550,6 +550,7 @@ def _search(
       min_step_size=h.min_step_size,
       max_step_size=h.max_step_size,
       enabled=descent,
+      value_dtype=value0.dtype,
   )
   applied = jnp.where(result.accepted, result.step_size, result.fallback_step_size)
   applied = jnp.where(descent, applied, 0.0)

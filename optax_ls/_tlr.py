@@ -233,7 +233,7 @@ def _tlr_transformation(
   def init_fn(params: optax.Params) -> ScaleByTlrState:
     # Every leaf its own buffer (jnp.array copies), so that the state can be donated.
     def zeros():
-      return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.float32), params)
+      return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), _core.buffer_dtype(x)), params)
 
     def rate(_=None):
       return jnp.array(h.init_learning_rate, jnp.float32)
@@ -301,7 +301,7 @@ def _efficient_step(
     # A non-finite direction makes both products non-finite (the stored one is finite).
     ok = value_ok & jnp.isfinite(sum(cross) + sum(curv))
     last = ok
-    previous = jax.tree.map(lambda d, old: jnp.where(ok, d.astype(jnp.float32), old),
+    previous = jax.tree.map(lambda d, old: jnp.where(ok, d.astype(old.dtype), old),
                             updates, state.previous)
     accumulated = None
     window_calls = state.window_calls
@@ -312,7 +312,8 @@ def _efficient_step(
         lambda a, d: jnp.where(ok, jnp.where(first, d.astype(a.dtype), a + d.astype(a.dtype)), a),
         state.accumulated, updates)
     last = ok & (state.window_calls + 1 >= h.window)
-    zeros = [jnp.zeros((), jnp.float32)] * len(jax.tree.leaves(updates))
+    zeros = [jnp.zeros((), _core.compute_dtype(a, b)) for a, b in
+             zip(jax.tree.leaves(accumulated), jax.tree.leaves(state.previous), strict=True)]
     cross, curv = jax.lax.cond(
         last, lambda: _inner_products(accumulated, state.previous), lambda: (zeros, zeros))
     previous = _phased.store_or_keep(last, lambda: accumulated, state.previous)
@@ -405,10 +406,11 @@ def _tlr_factor(cross: jax.Array, curv: jax.Array, c: Any) -> jax.Array:
 
 
 def _inner_products(g: Any, g_prev: Any) -> tuple[list[jax.Array], list[jax.Array]]:
-  """Per tensor, ``<g, g_prev>`` and ``<g, g - g_prev>`` in float32."""
+  """Per tensor, ``<g, g_prev>`` and ``<g, g - g_prev>`` in :func:`_core.compute_dtype`."""
   cross, curv = [], []
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_prev), strict=True):
-    a = a.astype(jnp.float32)
+    dtype = jnp.promote_types(_core.buffer_dtype(a), b.dtype)
+    a, b = a.astype(dtype), b.astype(dtype)
     cross.append(jnp.vdot(a, b).real)
     curv.append(jnp.vdot(a, a - b).real)
   return cross, curv
@@ -457,7 +459,7 @@ def _scaled(ok: jax.Array, sign: float, rates: Any, updates: optax.Updates) -> o
   leaves, treedef = jax.tree.flatten(updates)
   leaf_rates = _leaf_rates(rates, len(leaves))
   return treedef.unflatten([
-      jnp.where(ok, (sign * r) * d.astype(jnp.float32), 0.0).astype(d.dtype)
+      jnp.where(ok, (sign * r) * d.astype(_core.buffer_dtype(d)), 0.0).astype(d.dtype)
       for r, d in zip(leaf_rates, leaves, strict=True)])
 
 

@@ -155,8 +155,10 @@ def test_adapted_direction_that_is_not_a_descent_direction_gives_no_step():
 
 
 def test_step_is_capped_at_max_step():
-  # Nearly flat curvature: the parabola's minimum lies far beyond s_max.
-  loss_fn = _quadratic(1e-4 * np.eye(DIM), np.full(DIM, 100.0))
+  # The parabola's minimum (the center, at distance 3 * sqrt(5) = 6.7) lies beyond s_max = 2,
+  # with a curvature (a = 0.5) far above float32 rounding. (A curvature of 1e-4 would be
+  # one ulp of the loss here: rounding noise, which PAL counts as none.)
+  loss_fn = _quadratic(np.eye(DIM), np.full(DIM, 3.0))
   opt = optax_ls.pal(direction_adaptation=0.0, max_step=2.0)
   w0 = jnp.zeros(DIM)
   new_w, state, _ = _pal_step(opt, loss_fn, w0, opt.init(w0))

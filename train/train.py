@@ -79,15 +79,22 @@ class TrainState(struct.PyTreeNode):
 def maybe_initialize_distributed() -> bool:
   """Calls :func:`jax.distributed.initialize` when the environment asks for a multi-host run.
 
-  It does so when ``OPTAX_LS_DISTRIBUTED=1`` is set; jax then reads the
+  It does so when ``OPTAX_LS_DISTRIBUTED=1`` is set; jax then takes the
   coordinator, the number of processes and the process id from its cluster
   auto-detection (SLURM, Open MPI, Cloud TPU, Kubernetes) or from
-  ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
-  Returns whether it initialised.
+  ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. (jax 0.10
+  reads ``JAX_COORDINATOR_ADDRESS`` itself but not the other two, so the harness passes
+  them; set, they win over the auto-detection.) Returns whether it initialised.
   """
   if os.environ.get("OPTAX_LS_DISTRIBUTED") != "1" or jax.distributed.is_initialized():
     return False
-  jax.distributed.initialize()
+
+  def from_env(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+  jax.distributed.initialize(num_processes=from_env("JAX_NUM_PROCESSES"),
+                             process_id=from_env("JAX_PROCESS_ID"))
   return True
 
 
