@@ -198,10 +198,11 @@ def _hd_transformation(
     if grad is None:
       slope = -_core.real_vdot(updates, state.previous)
     else:
-      # One pass over grad, the stored direction and the new one: `0 * u` is
-      # NaN where u is not finite, so the sum checks the direction as well.
+      # <grad, d_{t-1}>, plus 0 times the sum of the new direction: NaN when u is not
+      # finite, so the slope checks the direction as well (two reductions, no buffer: a
+      # `0 * u` inside the first sum was written out as a parameter-sized array).
       slope = sign * sum(
-          jnp.sum(g.astype(u_prev.dtype) * u_prev + 0.0 * u.astype(u_prev.dtype))
+          jnp.sum(g.astype(u_prev.dtype) * u_prev) + 0.0 * jnp.sum(u.astype(u_prev.dtype))
           for g, u_prev, u in zip(jax.tree.leaves(grad), jax.tree.leaves(state.previous),
                                   jax.tree.leaves(updates), strict=True))
     # The stored direction is finite, so a non-finite entry of u_t (or grad)

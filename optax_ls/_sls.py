@@ -362,28 +362,46 @@ def adam_sls(
     count = optax.safe_increment(state.count)
     mu = optax.tree.update_moment(g, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(g, state.nu, b2, 2)
-    mu_hat = optax.tree.bias_correction(mu, b1, count)
-    nu_hat = optax.tree.bias_correction(nu, b2, count)
-    # One division per entry, shared by both directions (measured faster than
-    # dividing twice in benchmarks/step_overhead.py).
-    inv_denom = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v) + eps), nu_hat)
-    search_dir = jax.tree.map(lambda gi, r: -gi * r, g, inv_denom)
-    applied_dir = jax.tree.map(lambda mi, r: -mi * r, mu_hat, inv_denom)
-    slope = _core.real_vdot(g if grad is None else grad, search_dir)
-    outcome = _search(h, value_fn, extra_args, params, value, search_dir, slope, state.step_size,
-                      no_step_count=state.no_step_count)
-    new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, applied_dir, updates)
-    # A skipped step (non-finite gradient) leaves the moments as they were.
+
+    def inv_denom(v: jax.Array) -> jax.Array:
+      return 1.0 / (jnp.sqrt(optax.tree.bias_correction(v, b2, count)) + eps)
+
+    def search_dir(nu: optax.Updates) -> optax.Updates:
+      return jax.tree.map(lambda gi, v: -gi * inv_denom(v), g, nu)
+
+    if value is None:
+      value = _core.bind_value_fn(value_fn, extra_args)(params)
+      extra_evals = 1
+    else:
+      extra_evals = 0
+    # Whether this update may change the moments is known from the inputs alone (a finite
+    # loss and gradient), before the moments are formed: each is then written once, in
+    # place, and no copy of the old ones, of the preconditioner or of a direction outlives
+    # the search (each direction is formed elementwise where it is used). A skipped update
+    # (non-finite inputs) leaves the moments as they were.
+    check = sum(jnp.sum(jnp.abs(gi)) for gi in jax.tree.leaves(g))
+    if grad is not None and grad is not updates:
+      check += 0.0 * sum(jnp.sum(gi) for gi in jax.tree.leaves(grad))  # NaN if grad is
+    healthy = jnp.isfinite(_core.as_scalar(value, "`value`", _core.compute_dtype(params)))
+    healthy &= jnp.isfinite(check)
     keep = lambda new, old: jax.tree.map(  # noqa: E731
-        lambda n, o: jnp.where(outcome.healthy, n, o), new, old
+        lambda n, o: jnp.where(healthy, n, o), new, old
     )
+    mu, nu = keep(mu, state.mu), keep(nu, state.nu)
+    slope = _core.real_vdot(g if grad is None else grad, search_dir(nu))
+    outcome = _search(h, value_fn, extra_args, params, value,
+                      lambda eta: _core.add_step(params, eta, search_dir(nu)), slope,
+                      state.step_size, no_step_count=state.no_step_count)
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    applied_dir = jax.tree.map(lambda mi, v: -mi * inv_denom(v), mu_hat, nu)
+    new_updates = _core.masked_scale(outcome.moved, outcome.learning_rate, applied_dir, updates)
     new_state = AdamSlsState(
-        count=jnp.where(outcome.healthy, count, state.count),
-        mu=keep(mu, state.mu),
-        nu=keep(nu, state.nu),
+        count=jnp.where(healthy, count, state.count),
+        mu=mu,
+        nu=nu,
         learning_rate=outcome.learning_rate,
         step_size=outcome.step_size,
-        num_evals=outcome.num_evals,
+        num_evals=outcome.num_evals + extra_evals,
         exhausted=outcome.exhausted,
         no_step_count=outcome.no_step_count,
         no_step_reason=outcome.no_step_reason,
@@ -436,8 +454,9 @@ def _sls_transformation(
       slope = -_core.real_vdot(updates, updates)
     else:
       slope = sign * _core.real_vdot(grad, updates)
-    outcome = _search(h, value_fn, extra_args, params, value, updates, slope, state.step_size,
-                      no_step_count=state.no_step_count, sign=sign)
+    outcome = _search(h, value_fn, extra_args, params, value,
+                      lambda eta: _core.add_step(params, sign * eta, updates), slope,
+                      state.step_size, no_step_count=state.no_step_count)
     new_updates = _core.masked_scale(outcome.moved, sign * outcome.learning_rate, updates,
                                      updates)
     prev_update = None
@@ -517,14 +536,17 @@ def _search(
     extra_args: dict[str, Any],
     params: optax.Params,
     value: Any,
-    direction: optax.Updates,
+    trial_params: Callable[[jax.Array], optax.Params],
     slope: jax.Array,
     step_size: jax.Array,
     *,
     no_step_count: jax.Array,
-    sign: float = 1.0,
 ) -> _Outcome:
-  """Resets the step size, searches along ``sign * direction`` and reads the outcome."""
+  """Resets the step size, searches ``trial_params(eta)`` and reads the outcome.
+
+  ``trial_params(eta)`` is the trial point at step size ``eta``; formed inside the loop, its
+  direction is not written out when it is an elementwise function of live buffers.
+  """
   objective = _core.bind_value_fn(value_fn, extra_args)
   num_extra = 0
   if value is None:
@@ -543,7 +565,7 @@ def _search(
     rule = _core.armijo_rule(value0, slope, h.c, h.decrease_factor)
 
   result = _core.backtracking_search(
-      lambda eta: objective(_core.add_step(params, sign * eta, direction)),
+      lambda eta: objective(trial_params(eta)),
       rule,
       _reset_step_size(h, step_size),
       max_evals=h.max_backtracking_steps,
