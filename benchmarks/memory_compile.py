@@ -181,10 +181,10 @@ method:
 NOTES: dict[str, str] = {
     REFERENCE: "the direction `-1.0 * g` of `optax.sgd(1.0)` is written out before optax's "
                "`while_loop`, whose body reads it for every trial point",
-    "adam_sls": "three written out before the search: `1 / (sqrt(nu_hat) + eps)` and the "
-                "search direction `-g * inv_denom` (`_sls.py` 369-370), and a copy of the "
-                "donated first moment, kept for the `jnp.where(outcome.healthy, new, old)` "
-                "after the search (377-379)",
+    "adam_sls": "one, as in `adam_salsa`: a direction formed from the moments is written "
+                "out for the trials (until 2026-12-08 three: also `1 / (sqrt(nu_hat) + eps)` "
+                "and a copy of the first moment kept for a `where(healthy, new, old)` after "
+                "the search; the moments are now committed before it)",
     "adam_salsa": "the search direction `-g / (sqrt(nu_hat) + eps)` (`_salsa.py` 453) is "
                   "written out in the searching branch before the `while_loop` (hoisted out "
                   "of the trial that forms it)",
@@ -202,9 +202,6 @@ NOTES: dict[str, str] = {
     "tlr_naive": "not extra, a fraction: the boolean mask `isfinite(d)` of `_all_finite` "
                  "(`_tlr.py` 420) is written out, 1 byte per parameter (0.24 of a float32 "
                  "buffer at w=16000)",
-    "sgd_hd": "the constant 0 of `0.0 * u` (the NaN check of the slope, `_hypergradient.py` "
-              "204) is broadcast to a parameter-sized array: XLA:CPU's fused reduction takes "
-              "it as an operand",
 }
 """Where the buffers beyond ``EXPECTED`` come from, read in XLA's buffer assignment
 (``XLA_FLAGS=--xla_dump_to=DIR --xla_dump_hlo_as_text``: the temporaries of
