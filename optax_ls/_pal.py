@@ -240,12 +240,26 @@ def _pal_transformation(
     # With beta = 0 known at construction the buffer is neither read nor
     # written (it stays zero): two parameter-sized passes less per step.
     no_adaptation = _core.concrete(direction_adaptation) == 0.0
+    # An injected hyperparameter out of its range (only known at run time): no step, and the
+    # direction buffer keeps the last valid direction.
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    valid = (f32(measuring_step) > 0) & (f32(update_step_adaptation) > 0) & (f32(max_step) > 0)
+    valid &= (f32(direction_adaptation) >= 0) & (f32(direction_adaptation) <= 1)
     if no_adaptation:
       stored = jax.tree.map(lambda u: u.astype(_core.buffer_dtype(u)), updates)
     else:
-      stored = jax.tree.map(
-          lambda u, p: u.astype(p.dtype) + direction_adaptation * p, updates, state.direction
-      )
+      # The new direction is written once, into the buffer: an entry that is not finite
+      # (or a non-finite loss, or an invalid hyperparameter) keeps the buffer's entry,
+      # decided entry by entry from what is known before any reduction, so that the
+      # buffer needs no second pass (a non-finite entry of the updates also makes the
+      # slope below non-finite: no step is made along the mixed direction).
+      keep_new = valid & jnp.isfinite(l0)
+
+      def adapt(u: jax.Array, p: jax.Array) -> jax.Array:
+        new = u.astype(p.dtype) + direction_adaptation * p
+        return jnp.where(keep_new & jnp.isfinite(new), new, p)
+
+      stored = jax.tree.map(adapt, updates, state.direction)
     squared_norm = _core.real_vdot(stored, stored)
     norm = jnp.sqrt(squared_norm)
     # The slope b = <g, d/||d||>. Without `grad`, g = -updates for
@@ -256,13 +270,10 @@ def _pal_transformation(
       dot = -squared_norm if no_adaptation else -_core.real_vdot(updates, stored)
     else:
       dot = sign * _core.real_vdot(grad, stored)
+      if not no_adaptation:  # the updates' finiteness, which `stored` no longer shows
+        dot += 0.0 * sum(jnp.sum(u) for u in jax.tree.leaves(updates))
     finite = jnp.isfinite(l0) & jnp.isfinite(dot) & jnp.isfinite(norm)
     healthy = finite & (norm > 0)
-    # An injected hyperparameter out of its range (only known at run time): no step, and the
-    # direction buffer keeps the last valid direction.
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    valid = (f32(measuring_step) > 0) & (f32(update_step_adaptation) > 0) & (f32(max_step) > 0)
-    valid &= (f32(direction_adaptation) >= 0) & (f32(direction_adaptation) <= 1)
     inv_norm = jnp.where(healthy, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
     b = dot * inv_norm
     mu = jnp.asarray(measuring_step, l0.dtype)
@@ -297,10 +308,7 @@ def _pal_transformation(
         learning_rate=learning_rate,
         step=s,
         num_evals=num_evals,
-        direction=state.direction
-        if no_adaptation
-        else jax.tree.map(lambda n, o: jnp.where(healthy & valid, n, o), stored,
-                          state.direction),
+        direction=state.direction if no_adaptation else stored,
         no_step_count=no_step_count,
         no_step_reason=no_step_reason,
     )
