@@ -401,6 +401,28 @@ def real_vdot(a: Any, b: Any) -> Array:
       dtype)
 
 
+def real_vdots(a: Any, others: list[Any]) -> list[Array]:
+  """``[<a, b> for b in others]`` as :func:`real_vdot` does, in one pass over the operands.
+
+  One variadic reduction per leaf instead of one reduction per product, so that a tree
+  read by several products is read once (XLA:CPU does not merge sibling reductions).
+  """
+  def widen(x: Any) -> Any:
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+  dtype = compute_dtype(a, *others)
+  totals = [jnp.zeros((), dtype) for _ in others]
+  for leaves in zip(jax.tree.leaves(a), *(jax.tree.leaves(b) for b in others), strict=True):
+    x = widen(leaves[0])
+    products = [jnp.real(jnp.conj(x) * widen(y)).astype(dtype) for y in leaves[1:]]
+    sums = jax.lax.reduce(products, [jnp.zeros((), dtype)] * len(products),
+                          lambda p, q: [u + v for u, v in zip(p, q, strict=True)],
+                          tuple(range(x.ndim)))
+    totals = [t + s for t, s in zip(totals, sums, strict=True)]
+  return totals
+
+
 # ---------------------------------------------------------------------------
 # Hyperparameter validation, safe under optax.inject_hyperparams.
 # ---------------------------------------------------------------------------

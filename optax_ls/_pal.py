@@ -260,14 +260,19 @@ def _pal_transformation(
         return jnp.where(keep_new & jnp.isfinite(new), new, p)
 
       stored = jax.tree.map(adapt, updates, state.direction)
-    squared_norm = _core.real_vdot(stored, stored)
+    own_grad = grad is None or (sign < 0 and grad is updates)
+    if own_grad and not no_adaptation:
+      # ||d||^2 and <updates, d> in one pass over both (a variadic reduction).
+      squared_norm, cross = _core.real_vdots(stored, [stored, updates])
+    else:
+      squared_norm = _core.real_vdot(stored, stored)
     norm = jnp.sqrt(squared_norm)
     # The slope b = <g, d/||d||>. Without `grad`, g = -updates for
     # scale_by_pal (d = stored) and g = updates for pal (d = -stored): both give
     # <g, d> = -<updates, stored>, which is -||d||^2 when beta = 0 (one pass
     # over the parameters less).
-    if grad is None or (sign < 0 and grad is updates):
-      dot = -squared_norm if no_adaptation else -_core.real_vdot(updates, stored)
+    if own_grad:
+      dot = -squared_norm if no_adaptation else -cross
     else:
       dot = sign * _core.real_vdot(grad, stored)
       if not no_adaptation:  # the updates' finiteness, which `stored` no longer shows
