@@ -181,10 +181,11 @@ method:
 NOTES: dict[str, str] = {
     REFERENCE: "the direction `-1.0 * g` of `optax.sgd(1.0)` is written out before optax's "
                "`while_loop`, whose body reads it for every trial point",
-    "adam_sls": "one, as in `adam_salsa`: a direction formed from the moments is written "
-                "out for the trials (until 2026-12-08 three: also `1 / (sqrt(nu_hat) + eps)` "
-                "and a copy of the first moment kept for a `where(healthy, new, old)` after "
-                "the search; the moments are now committed before it)",
+    "adam_sls": "one, not traced since 2026-12-08 (probably, as in `adam_salsa`, the search "
+                "direction hoisted out of the `while_loop`); until then three: "
+                "`1 / (sqrt(nu_hat) + eps)`, the search direction and a copy of the first "
+                "moment kept for a `where(healthy, new, old)` after the search (the moments "
+                "are now committed before it)",
     "adam_salsa": "the search direction `-g / (sqrt(nu_hat) + eps)` (`_salsa.py` 453) is "
                   "written out in the searching branch before the `while_loop` (hoisted out "
                   "of the trial that forms it)",
