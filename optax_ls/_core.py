@@ -351,8 +351,7 @@ def as_scalar(value: Any, what: str, dtype: Any = None) -> Array:
   if value.size != 1:
     raise ValueError(f"{what} must be a scalar, got an array of shape {value.shape}.")
   target = compute_dtype(value, jnp.zeros((), jnp.float32 if dtype is None else dtype))
-  return value.reshape(()).real.astype(target) if jnp.iscomplexobj(value) else (
-      value.reshape(()).astype(target))
+  return jnp.real(value.reshape(())).astype(target)
 
 
 def add_step(params: Any, step_size: Array, direction: Any) -> Any:
@@ -392,13 +391,14 @@ def real_vdot(a: Any, b: Any) -> Array:
   not rounded to 8 bits of mantissa before the search decides with it; float64 leaves
   give a float64 result.
   """
-  def widen(x: Any) -> Any:
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
   dtype = compute_dtype(a, b)
-  return jnp.asarray(optax.tree.vdot(jax.tree.map(widen, a), jax.tree.map(widen, b))).real.astype(
+  return jnp.asarray(optax.tree.vdot(jax.tree.map(_widen, a), jax.tree.map(_widen, b))).real.astype(
       dtype)
+
+
+def _widen(x: Any) -> Array:
+  """``x`` in :func:`buffer_dtype` (bfloat16 and float16 widened to float32)."""
+  return jnp.asarray(x).astype(buffer_dtype(x))
 
 
 def real_vdots(a: Any, others: list[Any]) -> list[Array]:
@@ -407,15 +407,11 @@ def real_vdots(a: Any, others: list[Any]) -> list[Array]:
   One variadic reduction per leaf instead of one reduction per product, so that a tree
   read by several products is read once (XLA:CPU does not merge sibling reductions).
   """
-  def widen(x: Any) -> Any:
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
   dtype = compute_dtype(a, *others)
   totals = [jnp.zeros((), dtype) for _ in others]
   for leaves in zip(jax.tree.leaves(a), *(jax.tree.leaves(b) for b in others), strict=True):
-    x = widen(leaves[0])
-    products = [jnp.real(jnp.conj(x) * widen(y)).astype(dtype) for y in leaves[1:]]
+    x = _widen(leaves[0])
+    products = [jnp.real(jnp.conj(x) * _widen(y)).astype(dtype) for y in leaves[1:]]
     sums = jax.lax.reduce(products, [jnp.zeros((), dtype)] * len(products),
                           lambda p, q: [u + v for u, v in zip(p, q, strict=True)],
                           tuple(range(x.ndim)))

@@ -276,7 +276,7 @@ def _pal_transformation(
     else:
       dot = sign * _core.real_vdot(grad, stored)
       if not no_adaptation:  # the updates' finiteness, which `stored` no longer shows
-        dot += 0.0 * sum(jnp.sum(u) for u in jax.tree.leaves(updates))
+        dot += 0.0 * optax.tree.sum(updates)
     finite = jnp.isfinite(l0) & jnp.isfinite(dot) & jnp.isfinite(norm)
     healthy = finite & (norm > 0)
     inv_norm = jnp.where(healthy, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)

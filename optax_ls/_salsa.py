@@ -427,7 +427,7 @@ def adam_salsa(
     g = jax.tree.map(lambda u: u.astype(_core.buffer_dtype(u)), updates)
     # -sum |g|: finite and negative for a usable gradient. (Not -||g||^2: XLA
     # would share g^2 with the second moment and write it out.)
-    check = -sum(jnp.sum(jnp.abs(gi)) for gi in jax.tree.leaves(g))
+    check = -optax.tree.sum(jax.tree.map(jnp.abs, g))
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     valid = _runtime_valid(h) & (f32(b1) >= 0) & (f32(b1) < 1) & (f32(b2) >= 0) & (f32(b2) < 1)
     valid &= f32(eps) > 0

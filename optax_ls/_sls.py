@@ -379,9 +379,9 @@ def adam_sls(
     # place, and no copy of the old ones, of the preconditioner or of a direction outlives
     # the search (each direction is formed elementwise where it is used). A skipped update
     # (non-finite inputs) leaves the moments as they were.
-    check = sum(jnp.sum(jnp.abs(gi)) for gi in jax.tree.leaves(g))
+    check = optax.tree.sum(jax.tree.map(jnp.abs, g))
     if grad is not None and grad is not updates:
-      check += 0.0 * sum(jnp.sum(gi) for gi in jax.tree.leaves(grad))  # NaN if grad is
+      check += 0.0 * optax.tree.sum(grad)  # NaN if grad is
     healthy = jnp.isfinite(_core.as_scalar(value, "`value`", _core.compute_dtype(params)))
     healthy &= jnp.isfinite(check)
     keep = lambda new, old: jax.tree.map(  # noqa: E731
@@ -490,7 +490,6 @@ def _sls_transformation(
 
 class _Outcome(NamedTuple):
   moved: jax.Array  # whether a non-zero step is applied
-  healthy: jax.Array  # finite value and slope
   learning_rate: jax.Array  # the applied step (0 if none)
   step_size: jax.Array  # where the next search starts from
   num_evals: jax.Array
@@ -586,7 +585,6 @@ def _search(
       exhausted=exhausted)
   return _Outcome(
       moved=applied > 0,
-      healthy=healthy,
       learning_rate=applied.astype(jnp.float32),
       step_size=new_step_size.astype(jnp.float32),
       num_evals=result.num_evals + num_extra,
